@@ -1,0 +1,51 @@
+# The commands people type. `make test` and `make demo` work on a fresh clone (they create .venv).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RXRX1 ?= ../shared/rxrx1/kaggle
+DEMO_DIR ?= demo
+PYTEST_ARGS ?=
+
+.PHONY: install test test-fast lint format demo bench clean
+
+install: $(VENV)/.installed
+
+# Re-install whenever pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+test: install
+	$(PY) -m ruff check phenoprint scripts tests
+	$(PY) -m ruff format --check phenoprint scripts tests
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check phenoprint scripts tests
+	$(PY) -m ruff format --check phenoprint scripts tests
+	$(PY) -m mypy
+
+format: install
+	$(PY) -m ruff format phenoprint scripts tests
+	$(PY) -m ruff check --fix phenoprint scripts tests
+
+demo: install
+	@if [ -d "$(RXRX1)" ]; then \
+		$(VENV)/bin/phenoprint preview "$(RXRX1)" --out "$(DEMO_DIR)/previews-real"; \
+	else \
+		echo "the real RxRx1 sample is not at $(RXRX1); set RXRX1=<folder with train.csv>"; exit 1; \
+	fi
+
+bench: install
+	@set -e; for s in scripts/bench_*.py; do \
+		[ -e "$$s" ] || { echo "no benchmarks yet"; break; }; \
+		echo "== $$s"; $(PY) "$$s" --out "benchmarks/results/$$(basename $$s .py).json"; \
+	done
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache .mypy_cache

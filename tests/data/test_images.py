@@ -1,0 +1,105 @@
+"""load_site against PIL on the real PNGs, and every refusal it promises."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from phenoprint.data import decode_png, load_site
+from phenoprint.errors import ImageFormatError
+
+EXPERIMENTS = ("HUVEC-01", "RPE-01", "HEPG2-01", "U2OS-01")
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_load_site_is_pixel_identical_to_pil(rxrx1_root: Path, experiment: str) -> None:
+    for plate in (1, 4):
+        for site in (1, 2):
+            got = load_site(rxrx1_root, experiment, plate, "B02", site)
+            folder = rxrx1_root / "train" / experiment / f"Plate{plate}"
+            want = np.stack([np.array(Image.open(folder / f"B02_s{site}_w{c}.png")) for c in range(1, 7)])
+            assert got.dtype == np.uint8
+            assert got.shape == (6, 512, 512)
+            np.testing.assert_array_equal(got, want)
+
+
+def test_channel_selection_keeps_the_requested_order(rxrx1_root: Path) -> None:
+    full = load_site(rxrx1_root, "U2OS-01", 2, "B02", 1)
+    some = load_site(rxrx1_root, "U2OS-01", 2, "B02", 1, channels=(5, 1))
+    np.testing.assert_array_equal(some, full[[4, 0]])
+
+
+@pytest.mark.parametrize("channels", [(), (0,), (7,), (1, 1)])
+def test_invalid_channel_selection_is_refused(rxrx1_root: Path, channels: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="distinct numbers"):
+        load_site(rxrx1_root, "U2OS-01", 2, "B02", 1, channels=channels)
+
+
+def test_listed_well_without_images_names_the_missing_file(rxrx1_root: Path) -> None:
+    with pytest.raises(ImageFormatError, match=r"C03_s1_w1\.png: file not found") as info:
+        load_site(rxrx1_root, "HUVEC-01", 1, "C03", 1)
+    assert info.value.source.endswith("C03_s1_w1.png")
+
+
+@pytest.fixture
+def copied_site(rxrx1_root: Path, tmp_path: Path) -> Path:
+    """A Kaggle-layout root holding a copy of one real site, for tests that damage files."""
+    (tmp_path / "train.csv").write_text("id_code,experiment,plate,well,sirna\n")
+    folder = tmp_path / "train" / "RPE-01" / "Plate1"
+    folder.mkdir(parents=True)
+    for f in (rxrx1_root / "train" / "RPE-01" / "Plate1").glob("B02_s1_*.png"):
+        shutil.copyfile(f, folder / f.name)
+    return tmp_path
+
+
+def _file(root: Path, channel: int) -> Path:
+    return root / "train" / "RPE-01" / "Plate1" / f"B02_s1_w{channel}.png"
+
+
+def test_non_png_file_is_refused(copied_site: Path) -> None:
+    _file(copied_site, 3).write_bytes(b"\xff\xd8\xff\xe0 a JPEG header")
+    with pytest.raises(ImageFormatError, match=r"w3\.png: not a PNG"):
+        load_site(copied_site, "RPE-01", 1, "B02", 1)
+
+
+def test_empty_file_is_refused(copied_site: Path) -> None:
+    _file(copied_site, 2).write_bytes(b"")
+    with pytest.raises(ImageFormatError, match=r"w2\.png: not a PNG \(an empty file\)"):
+        load_site(copied_site, "RPE-01", 1, "B02", 1)
+
+
+def test_truncated_png_is_refused(copied_site: Path) -> None:
+    path = _file(copied_site, 4)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageFormatError, match=r"w4\.png: truncated or corrupt PNG"):
+        load_site(copied_site, "RPE-01", 1, "B02", 1)
+
+
+def test_channels_of_different_sizes_are_refused(copied_site: Path) -> None:
+    Image.fromarray(np.zeros((256, 512), dtype=np.uint8)).save(_file(copied_site, 6))
+    with pytest.raises(ImageFormatError, match=r"w6\.png: size 512x256 differs from 512x512"):
+        load_site(copied_site, "RPE-01", 1, "B02", 1)
+
+
+def test_colour_png_is_refused(copied_site: Path) -> None:
+    Image.fromarray(np.zeros((512, 512, 3), dtype=np.uint8)).save(_file(copied_site, 1))
+    with pytest.raises(ImageFormatError, match=r"mode 'RGB'.*expected 8-bit grayscale"):
+        load_site(copied_site, "RPE-01", 1, "B02", 1)
+
+
+def test_sixteen_bit_png_is_refused(copied_site: Path) -> None:
+    Image.fromarray(np.zeros((512, 512), dtype=np.uint16)).save(_file(copied_site, 1))
+    with pytest.raises(ImageFormatError, match="expected 8-bit grayscale"):
+        load_site(copied_site, "RPE-01", 1, "B02", 1)
+
+
+def test_decode_png_from_memory_matches_pil(rxrx1_root: Path) -> None:
+    path = rxrx1_root / "train" / "HEPG2-01" / "Plate3" / "B02_s2_w5.png"
+    np.testing.assert_array_equal(decode_png(path.read_bytes(), "upload.png"), np.array(Image.open(path)))
+    with pytest.raises(ImageFormatError, match=r"upload\.png: not a PNG"):
+        decode_png(b"hello", "upload.png")
