@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 RXRX1 ?= ../shared/rxrx1/kaggle
 DEMO_DIR ?= demo
 PYTEST_ARGS ?=
+LINT_PATHS := phenoprint tests $(wildcard scripts/*.py)
 
 .PHONY: install test test-fast lint format demo bench clean
 
@@ -18,21 +19,21 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 test: install
-	$(PY) -m ruff check phenoprint scripts tests
-	$(PY) -m ruff format --check phenoprint scripts tests
+	$(PY) -m ruff check $(LINT_PATHS)
+	$(PY) -m ruff format --check $(LINT_PATHS)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: install
-	$(PY) -m ruff check phenoprint scripts tests
-	$(PY) -m ruff format --check phenoprint scripts tests
+	$(PY) -m ruff check $(LINT_PATHS)
+	$(PY) -m ruff format --check $(LINT_PATHS)
 	$(PY) -m mypy
 
 format: install
-	$(PY) -m ruff format phenoprint scripts tests
-	$(PY) -m ruff check --fix phenoprint scripts tests
+	$(PY) -m ruff format $(LINT_PATHS)
+	$(PY) -m ruff check --fix $(LINT_PATHS)
 
 demo: install
 	@if [ -d "$(RXRX1)" ]; then \
