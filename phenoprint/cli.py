@@ -35,7 +35,12 @@ class Command:
 
 
 #: Modules that define ``COMMANDS: list[Command]``; importing them must stay cheap (no torch, no faiss).
-COMMAND_MODULES: tuple[str, ...] = ("phenoprint.data.commands",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "phenoprint.data.commands",
+    "phenoprint.index.commands",
+    "phenoprint.embedder.commands",
+    "phenoprint.api.commands",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

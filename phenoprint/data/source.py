@@ -1,0 +1,70 @@
+"""Where site pixels come from: the PNGs of a data root, or a packed store (``phenoprint pack``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+from phenoprint.data.images import load_site
+from phenoprint.data.layout import CHANNELS, detect_layout, read_metadata
+
+
+@runtime_checkable
+class SiteSource(Protocol):
+    """Anything that yields (C, H, W) uint8 sites by their RxRx1 key.
+
+    Implementations: :class:`PngSource` (the release's PNGs) and ``phenoprint.data.pack.PackSource``.
+    Both must return identical arrays for the same site (the pack may be resized with ``--size``).
+    """
+
+    @property
+    def metadata(self) -> pd.DataFrame:
+        """The canonical site table (:func:`phenoprint.data.read_metadata` columns) of what this source holds."""
+        ...
+
+    def load(self, experiment: str, plate: int, well: str, site: int) -> np.ndarray:
+        """One site as a (C, H, W) uint8 array; raises ``ImageFormatError`` when it cannot be read."""
+        ...
+
+
+class PngSource:
+    """Sites decoded from the PNGs of an RxRx1 data root (either layout)."""
+
+    def __init__(self, root: str | Path, channels: tuple[int, ...] = CHANNELS) -> None:
+        self.layout = detect_layout(root)
+        self.channels = channels
+        self._metadata: pd.DataFrame | None = None
+
+    @property
+    def root(self) -> Path:
+        return self.layout.root
+
+    @property
+    def metadata(self) -> pd.DataFrame:
+        if self._metadata is None:
+            self._metadata = read_metadata(self.layout.root)
+        return self._metadata
+
+    def load(self, experiment: str, plate: int, well: str, site: int) -> np.ndarray:
+        return load_site(self.layout, experiment, plate, well, site, self.channels)
+
+    def __repr__(self) -> str:
+        return f"PngSource({str(self.layout.root)!r}, layout={self.layout.name!r})"
+
+
+def open_source(root: str | Path | None = None, pack: str | Path | None = None) -> SiteSource:
+    """The source a command should read from: the pack when one is given, else the data root's PNGs.
+
+    Raises:
+        ValueError: neither a root nor a pack is given.
+    """
+    if pack is not None:
+        from phenoprint.data.pack import PackSource
+
+        return PackSource(pack)
+    if root is None:
+        raise ValueError("give a data root (RxRx1 PNGs) or a pack (phenoprint pack output) to read sites from")
+    return PngSource(root)

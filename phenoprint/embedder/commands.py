@@ -1,0 +1,7 @@
+"""Command-line verbs of ``phenoprint.embedder``."""
+
+from __future__ import annotations
+
+from phenoprint.cli import Command
+
+COMMANDS: list[Command] = []

@@ -1,0 +1,231 @@
+"""The embedding table: Parquet, one row per well (or site), ``Metadata_*`` columns then float32 features."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from phenoprint.errors import EmbeddingTableError
+
+log = logging.getLogger(__name__)
+
+#: Parquet key-value metadata key under which phenoprint stores its JSON (fingerprint, format version …).
+PARQUET_META_KEY = b"phenoprint"
+TABLE_FORMAT_VERSION = 1
+#: Columns every table must carry: which well, and its label (nullable where unknown).
+REQUIRED_METADATA = ("Metadata_experiment", "Metadata_plate", "Metadata_well", "Metadata_sirna_id")
+#: Columns filled with a default (and a logged note) when a foreign table lacks them.
+OPTIONAL_METADATA = {"Metadata_cell_type": "unknown", "Metadata_well_type": "treatment"}
+METADATA_PREFIX = "Metadata_"
+
+
+def feature_names(dim: int) -> list[str]:
+    """Our own feature column names: ``emb_0000`` … (zero-padded so they sort)."""
+    return [f"emb_{i:04d}" for i in range(dim)]
+
+
+@dataclass
+class EmbeddingTable:
+    """Wells (or sites) with their metadata and one feature vector each.
+
+    Attributes:
+        meta: ``Metadata_*`` columns, one row per vector (index 0…n-1).
+        features: (n, d) float32, finite.
+        feature_names: the d column names, in order.
+        fingerprint: the model fingerprint the vectors came from (None for foreign profiles).
+        info: further JSON metadata stored with the table (e.g. how it was made).
+    """
+
+    meta: pd.DataFrame
+    features: np.ndarray
+    feature_names: tuple[str, ...]
+    fingerprint: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n, _ = _check_features(self.features, len(self.feature_names))
+        if len(self.meta) != n:
+            raise EmbeddingTableError(f"{len(self.meta)} metadata rows but {n} feature rows")
+        self.features = np.ascontiguousarray(self.features, dtype=np.float32)
+        self.meta = _check_metadata(self.meta.reset_index(drop=True))
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def experiments(self) -> list[str]:
+        return sorted(self.meta["Metadata_experiment"].unique())
+
+    def subset(self, mask: np.ndarray | pd.Series) -> EmbeddingTable:
+        """The rows where ``mask`` is true (a boolean array of length n)."""
+        mask = np.asarray(mask, dtype=bool)
+        return EmbeddingTable(
+            self.meta[mask].reset_index(drop=True),
+            self.features[mask],
+            self.feature_names,
+            self.fingerprint,
+            dict(self.info),
+        )
+
+    def labels(self) -> np.ndarray:
+        """``Metadata_sirna_id`` as int64 with -1 where unknown."""
+        return self.meta["Metadata_sirna_id"].fillna(-1).to_numpy(dtype=np.int64)
+
+    @classmethod
+    def from_frame(
+        cls, frame: pd.DataFrame, fingerprint: str | None = None, info: dict | None = None
+    ) -> EmbeddingTable:
+        """Split a flat frame into metadata and features.
+
+        Feature columns are every numeric column whose name does not start with ``Metadata_`` (so
+        pycytominer / CellProfiler profiles load unchanged); non-numeric non-metadata columns are refused.
+        """
+        meta_cols = [c for c in frame.columns if str(c).startswith(METADATA_PREFIX)]
+        other = [c for c in frame.columns if c not in meta_cols]
+        non_numeric = [c for c in other if not pd.api.types.is_numeric_dtype(frame[c]) or frame[c].dtype == bool]
+        if non_numeric:
+            raise EmbeddingTableError(
+                f"column(s) {', '.join(map(str, non_numeric[:5]))} are neither Metadata_* nor numeric features; "
+                "rename metadata columns with the Metadata_ prefix or drop them"
+            )
+        if not other:
+            raise EmbeddingTableError("no feature columns: expected numeric columns besides the Metadata_* ones")
+        features = frame[other].to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(features)
+        if bad.any():
+            col = other[int(np.argwhere(bad.any(axis=0))[0, 0])]
+            raise EmbeddingTableError(f"feature column {col!r} holds {int(bad.sum())} non-finite value(s) (NaN or inf)")
+        return cls(frame[meta_cols], features.astype(np.float32), tuple(map(str, other)), fingerprint, info or {})
+
+    def to_frame(self) -> pd.DataFrame:
+        """The flat frame written to Parquet: metadata columns, then features."""
+        feats = pd.DataFrame(self.features, columns=list(self.feature_names))
+        return pd.concat([self.meta.reset_index(drop=True), feats], axis=1)
+
+
+def _check_features(features: np.ndarray, n_names: int) -> tuple[int, int]:
+    if not isinstance(features, np.ndarray) or features.ndim != 2:
+        shape = getattr(features, "shape", None)
+        raise EmbeddingTableError(
+            f"features must be a 2-D array (n, d), got {type(features).__name__} of shape {shape}"
+        )
+    n, d = features.shape
+    if d != n_names:
+        raise EmbeddingTableError(f"features have {d} columns but {n_names} feature names were given")
+    if d == 0:
+        raise EmbeddingTableError("features have 0 columns")
+    if not np.isfinite(features).all():
+        raise EmbeddingTableError("features hold non-finite values (NaN or inf)")
+    return n, d
+
+
+def _check_metadata(meta: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in REQUIRED_METADATA if c not in meta.columns]
+    if missing:
+        raise EmbeddingTableError(
+            f"missing metadata column(s) {', '.join(missing)}; an embedding table needs {', '.join(REQUIRED_METADATA)}"
+        )
+    meta = meta.copy()
+    for col, default in OPTIONAL_METADATA.items():
+        if col not in meta.columns:
+            log.info("embedding table has no %s column; using %r for every row", col, default)
+            meta[col] = default
+    meta["Metadata_experiment"] = meta["Metadata_experiment"].astype(str)
+    meta["Metadata_well"] = meta["Metadata_well"].astype(str)
+    meta["Metadata_cell_type"] = meta["Metadata_cell_type"].astype(str)
+    meta["Metadata_well_type"] = meta["Metadata_well_type"].astype(str)
+    for col in ("Metadata_plate", "Metadata_site"):
+        if col in meta.columns:
+            values = pd.to_numeric(meta[col], errors="coerce")
+            if values.isna().any():
+                raise EmbeddingTableError(
+                    f"column {col} must hold integers; found {meta[col][values.isna()].iloc[0]!r}"
+                )
+            meta[col] = values.astype(np.int64)
+    labels = pd.to_numeric(meta["Metadata_sirna_id"], errors="coerce")
+    if (labels.isna() & meta["Metadata_sirna_id"].notna()).any() or (labels.dropna() % 1 != 0).any():
+        raise EmbeddingTableError("column Metadata_sirna_id must hold integers (or nulls where the label is unknown)")
+    meta["Metadata_sirna_id"] = labels.astype("Int64")
+    return meta
+
+
+def write_embeddings(table: EmbeddingTable, path: str | Path) -> Path:
+    """Write a table to Parquet atomically (temporary file in the same folder, fsync, rename).
+
+    The fingerprint and ``info`` travel in the Parquet key-value metadata under ``phenoprint``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrow = pa.Table.from_pandas(table.to_frame(), preserve_index=False)
+    extra = {"format_version": TABLE_FORMAT_VERSION, "fingerprint": table.fingerprint, "dim": table.dim, **table.info}
+    arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), PARQUET_META_KEY: json.dumps(extra)})
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(arrow, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_embeddings(path: str | Path, columns: Sequence[str] | None = None) -> EmbeddingTable:
+    """Read and validate an embedding table (ours or a foreign profile table in the same column convention).
+
+    Args:
+        path: a Parquet file, or a folder of Parquet part files (``part-*.parquet``, as written by a
+            multi-process export), read in name order.
+        columns: restrict to these feature columns (default: all).
+
+    Raises:
+        EmbeddingTableError: unreadable file, missing metadata columns, non-finite values, mixed dimensions
+            across parts, or parts from different models.
+    """
+    path = Path(path)
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    if not files or not all(f.is_file() for f in files):
+        raise EmbeddingTableError(f"{path}: no Parquet file found (expected a .parquet file or a folder of them)")
+    frames, infos = [], []
+    for f in files:
+        try:
+            arrow = pq.read_table(f)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise EmbeddingTableError(f"{f}: not a readable Parquet file ({exc})") from exc
+        raw = (arrow.schema.metadata or {}).get(PARQUET_META_KEY)
+        infos.append(json.loads(raw) if raw else {})
+        frames.append(arrow.to_pandas())
+    widths = {len([c for c in fr.columns if not str(c).startswith(METADATA_PREFIX)]) for fr in frames}
+    if len(widths) > 1:
+        raise EmbeddingTableError(f"{path}: parts have different feature dimensions {sorted(widths)}")
+    prints = {i.get("fingerprint") for i in infos}
+    if len(prints) > 1:
+        raise EmbeddingTableError(f"{path}: parts come from different models (fingerprints {sorted(map(str, prints))})")
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if columns is not None:
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise EmbeddingTableError(f"{path}: no feature column(s) {', '.join(missing)}")
+        frame = frame[[c for c in frame.columns if str(c).startswith(METADATA_PREFIX)] + list(columns)]
+    info = {k: v for k, v in infos[0].items() if k not in ("format_version", "fingerprint", "dim")}
+    try:
+        return EmbeddingTable.from_frame(frame, fingerprint=infos[0].get("fingerprint"), info=info)
+    except EmbeddingTableError as exc:
+        raise EmbeddingTableError(f"{path}: {exc}") from exc
