@@ -2,7 +2,6 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-RXRX1 ?= ../shared/rxrx1/kaggle
 DEMO_DIR ?= demo
 PYTEST_ARGS ?=
 LINT_PATHS := phenoprint tests $(wildcard scripts/*.py)
@@ -36,11 +35,8 @@ format: install
 	$(PY) -m ruff check --fix $(LINT_PATHS)
 
 demo: install
-	@if [ -d "$(RXRX1)" ]; then \
-		$(VENV)/bin/phenoprint preview "$(RXRX1)" --out "$(DEMO_DIR)/previews-real"; \
-	else \
-		echo "the real RxRx1 sample is not at $(RXRX1); set RXRX1=<folder with train.csv>"; exit 1; \
-	fi
+	$(VENV)/bin/phenoprint synth --preset demo --out "$(DEMO_DIR)/data"
+	$(VENV)/bin/phenoprint preview "$(DEMO_DIR)/data" --out "$(DEMO_DIR)/previews" --limit 16
 
 bench: install
 	@set -e; for s in scripts/bench_*.py; do \

@@ -1,4 +1,7 @@
-"""RxRx1 data: layouts and metadata, exact site loading, RGB composites, and the plate design."""
+"""RxRx1 data: layouts and metadata, exact site loading, RGB composites, the plate design, and packed stores.
+
+The synthetic generator lives in :mod:`phenoprint.data.synth`.
+"""
 
 from phenoprint.data.images import decode_png, load_site, read_png
 from phenoprint.data.layout import (
@@ -16,6 +19,7 @@ from phenoprint.data.layout import (
     site_status,
     wells_of,
 )
+from phenoprint.data.pack import PackSource
 from phenoprint.data.plate import USED_WELLS, PlateGroups, infer_plate_groups
 from phenoprint.data.rgb import RGB_MAP, to_rgb, write_previews
 
@@ -29,6 +33,7 @@ __all__ = [
     "USED_WELLS",
     "WELL_TYPES",
     "Layout",
+    "PackSource",
     "PlateGroups",
     "cell_type_of",
     "decode_png",

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
+from phenoprint.atomic import atomic_path
 from phenoprint.data.images import check_channels, load_site
 from phenoprint.data.layout import CHANNELS, detect_layout, read_metadata, site_status
 
@@ -54,19 +53,9 @@ def to_rgb(site: np.ndarray, channels: Sequence[int] = CHANNELS) -> np.ndarray:
 
 def write_png_atomic(image: np.ndarray, path: str | Path) -> Path:
     """Write an image as PNG through a temporary file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(image).save(fh, format="PNG")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+    return Path(path)
 
 
 def write_previews(

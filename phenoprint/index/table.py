@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +14,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from phenoprint.errors import EmbeddingTableError
+from phenoprint.atomic import atomic_path
+from phenoprint.data.layout import WELL_TYPES
+from phenoprint.errors import EmbeddingTableError, UnknownExperimentError
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,10 @@ REQUIRED_METADATA = ("Metadata_experiment", "Metadata_plate", "Metadata_well", "
 #: Columns filled with a default (and a logged note) when a foreign table lacks them.
 OPTIONAL_METADATA = {"Metadata_cell_type": "unknown", "Metadata_well_type": "treatment"}
 METADATA_PREFIX = "Metadata_"
+#: Values of ``Metadata_well_type`` that mark controls (told by this column, never by label ranges).
+CONTROL_WELL_TYPES = tuple(t for t in WELL_TYPES if t != "treatment")
+#: The columns that name one well; a table with ``Metadata_site`` holds several rows per well.
+WELL_KEY = ("Metadata_experiment", "Metadata_plate", "Metadata_well")
 
 
 def feature_names(dim: int) -> list[str]:
@@ -85,6 +89,53 @@ class EmbeddingTable:
     def labels(self) -> np.ndarray:
         """``Metadata_sirna_id`` as int64 with -1 where unknown."""
         return self.meta["Metadata_sirna_id"].fillna(-1).to_numpy(dtype=np.int64)
+
+    def labelled_mask(self) -> np.ndarray:
+        """Rows whose ``Metadata_sirna_id`` is known."""
+        return self.meta["Metadata_sirna_id"].notna().to_numpy(dtype=bool)
+
+    def control_mask(self) -> np.ndarray:
+        """Rows whose ``Metadata_well_type`` is a positive or negative control (whatever their label)."""
+        return self.meta["Metadata_well_type"].isin(CONTROL_WELL_TYPES).to_numpy(dtype=bool)
+
+    def experiment_mask(self, experiment: str) -> np.ndarray:
+        return (self.meta["Metadata_experiment"] == experiment).to_numpy(dtype=bool)
+
+    def cell_type_of(self, experiment: str) -> str:
+        """The cell type of an experiment (its first row's; experiments hold one cell type)."""
+        values = self.meta.loc[self.meta["Metadata_experiment"] == experiment, "Metadata_cell_type"]
+        if values.empty:
+            raise UnknownExperimentError(experiment, self.experiments)
+        return str(values.iloc[0])
+
+    @property
+    def has_sites(self) -> bool:
+        """Whether rows are sites (``Metadata_site`` present) rather than wells."""
+        return "Metadata_site" in self.meta.columns
+
+    def aggregate_sites(self) -> EmbeddingTable:
+        """One row per well: the mean vector of its sites, the metadata of its first site (no-op for well tables).
+
+        Indexes, plate assignment and evaluation work on wells (one siRNA per well), so site tables are
+        averaged first.
+        """
+        if not self.has_sites:
+            return self
+        codes = self.meta.groupby(list(WELL_KEY), sort=False).ngroup().to_numpy()
+        order = np.argsort(codes, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])
+        sums = np.add.reduceat(self.features[order].astype(np.float64), starts, axis=0)
+        counts = np.diff(np.r_[starts, len(order)])
+        meta = self.meta.iloc[order[starts]].drop(columns=["Metadata_site"]).reset_index(drop=True)
+        return EmbeddingTable(
+            meta, (sums / counts[:, None]).astype(np.float32), self.feature_names, self.fingerprint, dict(self.info)
+        )
+
+    def plate_metadata(self) -> pd.DataFrame:
+        """The metadata under the canonical names of :mod:`phenoprint.data` (``experiment``, ``plate``,
+        ``well``, ``well_type``, ``sirna_id``, ``cell_type``), e.g. for :func:`phenoprint.data.infer_plate_groups`."""
+        cols = ["experiment", "plate", "well", "well_type", "sirna_id", "cell_type"]
+        return self.meta.rename(columns={f"{METADATA_PREFIX}{c}": c for c in cols})[cols]
 
     @classmethod
     def from_frame(
@@ -148,7 +199,13 @@ def _check_metadata(meta: pd.DataFrame) -> pd.DataFrame:
     meta["Metadata_experiment"] = meta["Metadata_experiment"].astype(str)
     meta["Metadata_well"] = meta["Metadata_well"].astype(str)
     meta["Metadata_cell_type"] = meta["Metadata_cell_type"].astype(str)
-    meta["Metadata_well_type"] = meta["Metadata_well_type"].astype(str)
+    meta["Metadata_well_type"] = meta["Metadata_well_type"].astype(str).str.strip().str.lower()
+    unknown = ~meta["Metadata_well_type"].isin(WELL_TYPES)
+    if unknown.any():
+        raise EmbeddingTableError(
+            f"column Metadata_well_type holds {meta['Metadata_well_type'][unknown].iloc[0]!r}; "
+            f"expected one of {', '.join(WELL_TYPES)} (or drop the column: every row is then a treatment)"
+        )
     for col in ("Metadata_plate", "Metadata_site"):
         if col in meta.columns:
             values = pd.to_numeric(meta[col], errors="coerce")
@@ -174,16 +231,8 @@ def write_embeddings(table: EmbeddingTable, path: str | Path) -> Path:
     arrow = pa.Table.from_pandas(table.to_frame(), preserve_index=False)
     extra = {"format_version": TABLE_FORMAT_VERSION, "fingerprint": table.fingerprint, "dim": table.dim, **table.info}
     arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), PARQUET_META_KEY: json.dumps(extra)})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(arrow, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
