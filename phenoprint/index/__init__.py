@@ -1,1 +1,83 @@
-"""phenoprint.index."""
+"""Batch centering, per-experiment FAISS indexes, siRNA classification, plate assignment and evaluation.
+
+Names are imported lazily (PEP 562), so that ``import phenoprint.index`` (done by the command line to list its
+verbs) stays cheap and does not load faiss. The functions named like their modules (``classify``, ``evaluate``,
+``plots``) are imported from those modules: ``from phenoprint.index.classify import classify``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from phenoprint.index.assign import Assignment, assign_experiment, assign_plate
+    from phenoprint.index.build import ExperimentIndex, IndexConfig, build_experiment_index
+    from phenoprint.index.centering import (
+        CenteringStats,
+        apply_centering,
+        center_on_controls,
+        fit_centering,
+    )
+    from phenoprint.index.classify import Classification, Prediction, SirnaScores, sirna_scores
+    from phenoprint.index.evaluate import EvalConfig, EvalReport
+    from phenoprint.index.faiss_backend import Neighbors
+    from phenoprint.index.openset import OpenSetThreshold
+    from phenoprint.index.table import EmbeddingTable, feature_names, read_embeddings, write_embeddings
+
+_WHERE = {
+    "Assignment": "assign",
+    "assign_experiment": "assign",
+    "assign_plate": "assign",
+    "ExperimentIndex": "build",
+    "IndexConfig": "build",
+    "build_experiment_index": "build",
+    "CenteringStats": "centering",
+    "apply_centering": "centering",
+    "center_on_controls": "centering",
+    "fit_centering": "centering",
+    "Classification": "classify",
+    "Prediction": "classify",
+    "SirnaScores": "classify",
+    "sirna_scores": "classify",
+    "EvalConfig": "evaluate",
+    "EvalReport": "evaluate",
+    "Neighbors": "faiss_backend",
+    "OpenSetThreshold": "openset",
+    "EmbeddingTable": "table",
+    "feature_names": "table",
+    "read_embeddings": "table",
+    "write_embeddings": "table",
+}
+
+__all__ = [
+    "Assignment",
+    "CenteringStats",
+    "Classification",
+    "EmbeddingTable",
+    "EvalConfig",
+    "EvalReport",
+    "ExperimentIndex",
+    "IndexConfig",
+    "Neighbors",
+    "OpenSetThreshold",
+    "Prediction",
+    "SirnaScores",
+    "apply_centering",
+    "assign_experiment",
+    "assign_plate",
+    "build_experiment_index",
+    "center_on_controls",
+    "feature_names",
+    "fit_centering",
+    "read_embeddings",
+    "sirna_scores",
+    "write_embeddings",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

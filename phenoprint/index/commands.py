@@ -1,7 +1,228 @@
-"""Command-line verbs of ``phenoprint.index``."""
+"""Command-line verbs of ``phenoprint.index``: ``index build``, ``index info`` and ``evaluate``."""
 
 from __future__ import annotations
 
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from phenoprint.cli import Command
 
-COMMANDS: list[Command] = []
+if TYPE_CHECKING:
+    from phenoprint.index.build import IndexConfig
+
+# Choices are spelled out here (not imported) so that building the parser never imports faiss.
+_CENTER = ("none", "center", "center_scale", "tvn")
+_REFERENCE = ("controls", "all")
+_SCOPE = ("same_cell_type", "all")
+_KINDS = ("flat", "ivf", "hnsw")
+_MODES = ("knn", "centroid")
+_CALIBRATION = ("training", "controls")
+_DEFAULT_RIDGE = 0.1
+
+
+def _add_centering_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--embeddings", type=Path, required=True, help="embedding table (.parquet file or folder of parts)")
+    p.add_argument(
+        "--center",
+        choices=_CENTER,
+        default="tvn",
+        help="batch centering fitted per experiment on its reference wells: none; center (subtract their mean); "
+        "center_scale (standardize); tvn (standardize, then whiten with their regularized covariance)",
+    )
+    p.add_argument(
+        "--reference",
+        choices=_REFERENCE,
+        default="controls",
+        help="wells the centering is fitted on: the experiment's control wells, or all its wells (for data "
+        "without controls, e.g. CellProfiler profiles)",
+    )
+    p.add_argument("--per-plate", action="store_true", help="fit the centering per plate instead of per experiment")
+    p.add_argument(
+        "--pca-dim",
+        type=int,
+        default=None,
+        help="TVN: principal components estimated one by one (default: half the reference wells, at most the "
+        "dimension)",
+    )
+    p.add_argument(
+        "--ridge",
+        type=float,
+        default=_DEFAULT_RIDGE,
+        help="TVN: λ of (Σ + λI)^-1/2, as a fraction of Σ's mean eigenvalue",
+    )
+    p.add_argument(
+        "--scope",
+        choices=_SCOPE,
+        default="same_cell_type",
+        help="which other experiments' labelled wells are indexed: those of the same cell type, or all",
+    )
+
+
+def _index_config(args: argparse.Namespace, **more: object) -> IndexConfig:
+    from phenoprint.index.build import IndexConfig
+
+    return IndexConfig(
+        center=args.center,
+        reference=args.reference,
+        per_plate=args.per_plate,
+        pca_dim=args.pca_dim,
+        ridge=args.ridge,
+        scope=args.scope,
+        **more,  # type: ignore[arg-type]
+    )
+
+
+def _add_index(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="index_command", metavar="<subcommand>", required=True)
+    build = sub.add_parser(
+        "build",
+        help="build the index of one experiment",
+        description="Build the per-experiment index: the experiment's control wells and the labelled wells of the "
+        "other experiments (same cell type by default), each centred with its own experiment's statistics, in "
+        "FAISS, written atomically as a directory with a manifest.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_centering_options(build)
+    build.add_argument("--experiment", required=True, help="the experiment whose wells the index will name")
+    build.add_argument("--out", type=Path, required=True, help="index directory (replaced atomically if it exists)")
+    build.add_argument(
+        "--kind", choices=_KINDS, default="flat", help="flat: exact search; ivf / hnsw: approximate, for large indexes"
+    )
+    build.add_argument("--nlist", type=int, default=None, help="IVF lists (default: about 4·sqrt(entries))")
+    build.add_argument("--nprobe", type=int, default=16, help="IVF lists visited per query")
+    build.add_argument("--hnsw-m", type=int, default=32, help="HNSW neighbours per node")
+    build.add_argument("--ef-search", type=int, default=128, help="HNSW candidate list while searching")
+    build.add_argument(
+        "--open-set-quantile",
+        type=float,
+        default=0.05,
+        help="share of the calibration wells allowed below the unknown threshold (0 turns the flag off)",
+    )
+    build.add_argument(
+        "--open-set-calibration",
+        choices=_CALIBRATION,
+        default="training",
+        help="calibrate the unknown threshold on the other experiments' treatment wells (leave-experiment-out), or "
+        "on this experiment's control wells (whose strong, whitened-away phenotypes make a poor stand-in for "
+        "treatments)",
+    )
+    build.add_argument(
+        "--fingerprint", default=None, help="model fingerprint to record (default: the embedding table's)"
+    )
+    build.set_defaults(_index_run=_run_build)
+
+    info = sub.add_parser("info", help="print the manifest of an index directory")
+    info.add_argument("dir", type=Path, help="an index directory")
+    info.set_defaults(_index_run=_run_info)
+
+
+def _run_index(args: argparse.Namespace) -> int:
+    return int(args._index_run(args))
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    from phenoprint.index.build import build_experiment_index
+    from phenoprint.index.table import read_embeddings
+
+    config = _index_config(
+        args,
+        kind=args.kind,
+        nlist=args.nlist,
+        nprobe=args.nprobe,
+        hnsw_m=args.hnsw_m,
+        ef_search=args.ef_search,
+        open_set_quantile=args.open_set_quantile,
+        open_set_calibration=args.open_set_calibration,
+    )
+    table = read_embeddings(args.embeddings)
+    index = build_experiment_index(table, args.experiment, config, fingerprint=args.fingerprint)
+    index.save(args.out)
+    c = index.manifest["counts"]
+    print(
+        f"wrote {args.out}: {c['entries']} entries ({c['controls']} own controls, {c['training']} from "
+        f"{c['source_experiments']} other experiments), {c['sirnas']} siRNAs, dim {index.dim}, "
+        f"unknown threshold {index.open_set.threshold:.3f}"
+    )
+    return 0
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from phenoprint.errors import IndexFormatError
+    from phenoprint.index.artifact import MANIFEST_NAME, read_json
+
+    path = args.dir / MANIFEST_NAME
+    if not path.is_file():
+        raise IndexFormatError(f"{args.dir}: no {MANIFEST_NAME}; not an index directory")
+    print(json.dumps(read_json(path), indent=2, sort_keys=True))
+    return 0
+
+
+def _add_evaluate(p: argparse.ArgumentParser) -> None:
+    _add_centering_options(p)
+    p.add_argument(
+        "--holdout",
+        default=None,
+        help="comma-separated experiments to query (default: every labelled experiment in turn, leave-one-out)",
+    )
+    p.add_argument("--k", type=int, default=5, help="top-k accuracy")
+    p.add_argument("--mode", choices=(*_MODES, "both"), default="both", help="classification mode(s) to compare")
+    p.add_argument(
+        "--assign", action="store_true", help="also score plate-constrained assignment (plate groups from the labels)"
+    )
+    p.add_argument("--no-map", action="store_true", help="skip the replicate-retrieval mAP")
+    p.add_argument("--max-map-queries", type=int, default=None, help="sample this many query wells for the mAP")
+    p.add_argument("--out", type=Path, default=None, help="write the report as JSON here")
+    p.add_argument("--plots", type=Path, default=None, help="write projection PNGs (before/after centering) here")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from phenoprint.atomic import write_json_atomic
+    from phenoprint.index.evaluate import EvalConfig, evaluate
+    from phenoprint.index.table import read_embeddings
+
+    table = read_embeddings(args.embeddings)
+    index_config = _index_config(args)
+    config = EvalConfig(
+        index=index_config,
+        holdout=tuple(e.strip() for e in args.holdout.split(",") if e.strip()) if args.holdout else None,
+        k=args.k,
+        modes=_MODES if args.mode == "both" else (args.mode,),
+        assign=args.assign,
+        replicate_map=not args.no_map,
+        max_map_queries=args.max_map_queries,
+    )
+    report = evaluate(table, config)
+    print(report.format_table())
+    if args.out is not None:
+        write_json_atomic(report.to_json(), args.out)
+        print(f"wrote {args.out}")
+    if args.plots is not None:
+        from phenoprint.index.plots import plots
+
+        for path in plots(table, index_config, args.plots):
+            print(f"wrote {path}")
+    return 0
+
+
+COMMANDS = [
+    Command(
+        "index",
+        "build and inspect per-experiment FAISS indexes (index build, index info)",
+        _add_index,
+        _run_index,
+        description="Per-experiment indexes of batch-centred embeddings: `index build` writes one, `index info DIR` "
+        "prints its manifest.",
+    ),
+    Command(
+        "evaluate",
+        "leave-experiment-out accuracy, replicate mAP and batch mixing of an embedding table",
+        _add_evaluate,
+        _run_evaluate,
+        description="Query each held-out experiment against an index built from the other experiments and its own "
+        "controls; print top-1/top-k accuracy (overall, per cell type, per experiment), optionally with "
+        "plate-constrained assignment, the replicate-retrieval mAP and the silhouette by experiment before and after "
+        "centering.",
+    ),
+]

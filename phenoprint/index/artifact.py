@@ -1,0 +1,87 @@
+"""Atomic artifact directories: write a temporary sibling, fsync, manifest last, then swap it in."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "manifest.json"
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write JSON (sorted keys, indented) and fsync it."""
+    path = Path(path)
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True, allow_nan=False)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return path
+
+
+def read_json(path: str | Path) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def write_artifact_dir(
+    out: str | Path, write_files: Callable[[Path], None], manifest: Callable[[Path], dict[str, Any]]
+) -> Path:
+    """Create or replace the directory ``out`` so that readers only ever see a complete artifact.
+
+    ``write_files(tmp)`` fills a temporary sibling directory; every file is then fsynced, the manifest
+    (``manifest(tmp)``, which may inspect the files) is written last, and the directory is renamed into place.
+    An existing ``out`` is first renamed aside and deleted only after the new one carries the name, so a crash at
+    any point leaves either the old artifact or the new one under ``out`` (or, between the two renames, the old
+    one under ``.<name>.old-*``), never a half-written one.
+
+    Returns:
+        ``out`` as a Path.
+    """
+    out = Path(out)
+    parent = out.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    try:
+        write_files(tmp)
+        for f in tmp.iterdir():
+            if f.is_file():
+                _fsync_file(f)
+        write_json(tmp / MANIFEST_NAME, manifest(tmp))
+        _fsync_dir(tmp)
+        if out.exists():
+            old = parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(out, old)
+            try:
+                os.rename(tmp, out)
+            except BaseException:
+                os.rename(old, out)
+                raise
+            _fsync_dir(parent)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+            _fsync_dir(parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,313 @@
+"""Batch centering fitted on an experiment's reference wells: none, center, center_scale and TVN."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+import numpy as np
+
+CenterMethod = Literal["none", "center", "center_scale", "tvn"]
+Reference = Literal["controls", "all"]
+CENTER_METHODS: tuple[str, ...] = get_args(CenterMethod)
+REFERENCES: tuple[str, ...] = get_args(Reference)
+
+#: TVN ridge λ as a fraction of the mean eigenvalue of the reference covariance (≈ 1 after standardizing), so
+#: directions the reference wells barely vary in are amplified at most ~1/sqrt(ridge) times, not without bound.
+DEFAULT_RIDGE = 0.1
+#: A feature whose reference standard deviation is below this fraction of its magnitude is treated as constant
+#: (e.g. a zero-padded profile column) and left unscaled: dividing by ~0 would let it dominate every distance.
+_CONSTANT_FEATURE_RTOL = 1e-9
+#: How many reference wells each method needs: a mean needs one well, a spread needs two.
+_MIN_REFERENCE = {"none": 0, "center": 1, "center_scale": 2, "tvn": 2}
+
+
+@dataclass(frozen=True, eq=False)
+class CenteringStats:
+    """Fitted statistics of one batch: ``y = iso·z + ((z @ U) · gains) @ Uᵀ`` with ``z = (x - mean) / scale``.
+
+    The TVN whitening ``(Σ + λI)^(-1/2)`` is kept in this low-rank-plus-isotropic form (ZCA style, in the
+    feature coordinates) rather than as a projection onto the batch's own principal axes: vectors of different
+    experiments, each whitened with its own statistics, must stay in one shared coordinate system to be compared.
+
+    Attributes:
+        method: how the statistics were fitted (one of :data:`CENTER_METHODS`).
+        mean: (d,) float64 mean of the reference wells (zeros for ``none``).
+        scale: (d,) float64 standard deviation of the reference wells (ones unless ``center_scale``/``tvn``).
+        components: (d, p) float64 orthonormal principal axes of the standardized reference (p = 0 unless ``tvn``).
+        gains: (p,) float64 whitening gain of each component minus ``isotropic``.
+        isotropic: gain applied to every direction (1 unless ``tvn``).
+        n_reference: how many reference wells were used.
+        ridge: the TVN ridge (fraction of the mean eigenvalue); 0 for the other methods.
+    """
+
+    method: str
+    mean: np.ndarray
+    scale: np.ndarray
+    components: np.ndarray
+    gains: np.ndarray
+    isotropic: float
+    n_reference: int
+    ridge: float = 0.0
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean.shape[0])
+
+    def to_npz(self, path: str | Path) -> Path:
+        """Write these statistics alone to an ``.npz`` file (no pickled objects)."""
+        return save_centering(path, {"": self})
+
+    @classmethod
+    def from_npz(cls, path: str | Path) -> CenteringStats:
+        """Read statistics written by :meth:`to_npz` (refuses a file holding several batches)."""
+        stats = load_centering(path)
+        if len(stats) != 1:
+            raise ValueError(f"{path}: expected one set of centering statistics, found {len(stats)} ({sorted(stats)})")
+        return next(iter(stats.values()))
+
+
+def center_on_controls(x: np.ndarray, is_control: np.ndarray) -> np.ndarray:
+    """The textbook batch correction: subtract the mean of the control wells from every well.
+
+    Returns:
+        (n, d) float64, not normalized (use :func:`fit_centering` + :func:`apply_centering` for the index).
+    """
+    x, mask = _check_x_mask(x, is_control, "is_control")
+    if not mask.any():
+        raise ValueError("is_control selects no row; expected at least one control well to centre on")
+    return x - x[mask].mean(axis=0)
+
+
+def fit_centering(
+    x: np.ndarray,
+    reference_mask: np.ndarray,
+    method: str,
+    *,
+    pca_dim: int | None = None,
+    ridge: float = DEFAULT_RIDGE,
+) -> CenteringStats:
+    """Fit one batch's centering statistics on its reference wells.
+
+    Args:
+        x: (n, d) raw vectors of one batch (experiment, or plate).
+        reference_mask: (n,) booleans: the wells the statistics are fitted on (controls, or all wells).
+        method: ``none`` (identity), ``center`` (subtract the reference mean), ``center_scale`` (standardize on
+            the reference) or ``tvn`` (standardize, then whiten with ``(Σ + λI)^(-1/2)`` of the reference).
+        pca_dim: TVN: number of principal components of Σ estimated one by one; the remaining directions share
+            their average variance (probabilistic PCA), since a few dozen control wells cannot estimate hundreds
+            of eigenvalues. None: half the reference wells, at most d.
+        ridge: TVN: λ as a fraction of the mean eigenvalue of Σ.
+
+    Raises:
+        ValueError: bad shapes, unknown method, too few reference wells, or an invalid pca_dim/ridge.
+    """
+    if method not in CENTER_METHODS:
+        raise ValueError(f"method must be one of {', '.join(CENTER_METHODS)}; got {method!r}")
+    x, mask = _check_x_mask(x, reference_mask, "reference_mask")
+    _, d = x.shape
+    ref = x[mask]
+    n_ref = len(ref)
+    if n_ref < _MIN_REFERENCE[method]:
+        raise ValueError(f"method {method!r} needs at least {_MIN_REFERENCE[method]} reference well(s); got {n_ref}")
+    if not ridge > 0:
+        raise ValueError(f"ridge must be > 0; got {ridge}")
+    if pca_dim is not None and not 1 <= pca_dim <= d:
+        raise ValueError(f"pca_dim must be between 1 and the dimension {d}; got {pca_dim}")
+    identity = CenteringStats(method, np.zeros(d), np.ones(d), np.zeros((d, 0)), np.zeros(0), 1.0, n_ref, 0.0)
+    if method == "none":
+        return identity
+    mean = ref.mean(axis=0)
+    if method == "center":
+        return CenteringStats(method, mean, np.ones(d), np.zeros((d, 0)), np.zeros(0), 1.0, n_ref, 0.0)
+    std = ref.std(axis=0)
+    scale = np.where(std > _CONSTANT_FEATURE_RTOL * np.maximum(1.0, np.abs(mean)), std, 1.0)
+    if method == "center_scale":
+        return CenteringStats(method, mean, scale, np.zeros((d, 0)), np.zeros(0), 1.0, n_ref, 0.0)
+    return _fit_tvn(ref, mean, scale, pca_dim, ridge)
+
+
+def _fit_tvn(ref: np.ndarray, mean: np.ndarray, scale: np.ndarray, pca_dim: int | None, ridge: float) -> CenteringStats:
+    n_ref, d = ref.shape
+    z = (ref - mean) / scale
+    eig, axes = _principal_axes(z)
+    p = pca_dim if pca_dim is not None else max(1, min(d, n_ref // 2))
+    p = min(p, len(eig))
+    total = float(np.trace(z.T @ z) / n_ref) if n_ref > d else float((z * z).sum() / n_ref)
+    lam = ridge * total / d if total > 0 else ridge
+    # average variance of the directions not estimated one by one (their sample eigenvalues sum to the rest)
+    rest = max(total - float(eig[:p].sum()), 0.0) / (d - p) if d > p else 0.0
+    isotropic = 1.0 / np.sqrt(rest + lam)
+    gains = 1.0 / np.sqrt(eig[:p] + lam) - isotropic
+    return CenteringStats("tvn", mean, scale, axes[:, :p].copy(), gains, float(isotropic), n_ref, float(ridge))
+
+
+def _principal_axes(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (descending, > 0) and unit eigenvectors (d, r) of Σ = zᵀz / n.
+
+    With fewer wells than features the n x n Gram matrix gives the same non-zero spectrum far more cheaply than
+    the d x d covariance (and than LAPACK's SVD, which is slow on such thin matrices).
+    """
+    n, d = z.shape
+    if n <= d:
+        w, u = np.linalg.eigh(z @ z.T / n)
+        order = np.argsort(w)[::-1]
+        w, u = w[order], u[:, order]
+        keep = w > w[0] * 1e-10 if w[0] > 0 else np.zeros(len(w), dtype=bool)
+        w, u = w[keep], u[:, keep]
+        axes = (z.T @ u) / np.sqrt(w * n)
+        return w, axes
+    w, v = np.linalg.eigh(z.T @ z / n)
+    order = np.argsort(w)[::-1]
+    w, v = np.clip(w[order], 0.0, None), v[:, order]
+    return w, v
+
+
+def apply_centering(x: np.ndarray, stats: CenteringStats, *, normalize: bool = True) -> np.ndarray:
+    """Centre (and scale, whiten) vectors with fitted statistics, then L2-normalize them for cosine search.
+
+    Args:
+        x: (n, d) raw vectors of the batch the statistics were fitted on.
+        stats: from :func:`fit_centering`.
+        normalize: L2-normalize the rows (turn off only to inspect the linear transform itself).
+
+    Returns:
+        (n, d) float32; rows of zero norm stay zero.
+    """
+    x = _check_x(x, dtype=None)
+    if x.shape[1] != stats.dim:
+        raise ValueError(f"x has dimension {x.shape[1]} but the centering statistics were fitted on {stats.dim}")
+    # subtract in float64 (a large offset over a small spread would cancel badly in float32), whiten in float32
+    z = ((x - stats.mean) * (1.0 / stats.scale)).astype(np.float32)
+    y = z * np.float32(stats.isotropic)
+    if stats.components.shape[1]:
+        u = stats.components.astype(np.float32)
+        y += ((z @ u) * stats.gains.astype(np.float32)) @ u.T
+    if normalize:
+        norms = np.sqrt(np.einsum("ij,ij->i", y, y, dtype=np.float64)).astype(np.float32)
+        y /= np.where(norms > 0, norms, np.float32(1.0))[:, None]
+    return y
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero), as float32."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))[:, None]
+    return (x / np.where(norms > 0, norms, 1.0)).astype(np.float32, copy=False)
+
+
+def fit_centering_by(
+    x: np.ndarray,
+    keys: np.ndarray,
+    reference_mask: np.ndarray,
+    method: str,
+    *,
+    pca_dim: int | None = None,
+    ridge: float = DEFAULT_RIDGE,
+) -> dict[str, CenteringStats]:
+    """Fit one set of statistics per batch key (e.g. ``"HUVEC-01"`` or ``"HUVEC-01/3"`` for per-plate fitting).
+
+    Raises:
+        ValueError: a batch has too few reference wells (the message names it).
+    """
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"x must be a 2-D array (n, d); got shape {x.shape}")
+    mask = _check_mask(reference_mask, len(x), "reference_mask")
+    names, codes = _key_codes(keys, len(x))
+    out: dict[str, CenteringStats] = {}
+    for i, key in enumerate(names):
+        ref = np.flatnonzero((codes == i) & mask)  # only the reference wells are needed to fit
+        try:
+            out[key] = fit_centering(x[ref], np.ones(len(ref), dtype=bool), method, pca_dim=pca_dim, ridge=ridge)
+        except ValueError as exc:
+            raise ValueError(f"batch {key}: {exc}") from exc
+    return out
+
+
+def apply_centering_by(x: np.ndarray, keys: np.ndarray, stats: Mapping[str, CenteringStats]) -> np.ndarray:
+    """Centre each row with the statistics of its batch key; returns (n, d) L2-normalized float32."""
+    x = _check_x(x, dtype=np.float32)
+    names, codes = _key_codes(keys, len(x))
+    missing = sorted(set(names) - set(stats))
+    if missing:
+        raise ValueError(f"no centering statistics for batch(es) {', '.join(missing[:5])}; fitted: {sorted(stats)[:5]}")
+    out = np.empty(x.shape, dtype=np.float32)
+    for i, key in enumerate(names):
+        rows = np.flatnonzero(codes == i)
+        out[rows] = apply_centering(x[rows], stats[key])
+    return out
+
+
+def _key_codes(keys: np.ndarray, n: int) -> tuple[list[str], np.ndarray]:
+    """The distinct batch keys (as str) and each row's index into them."""
+    keys = np.asarray(keys)
+    if keys.shape != (n,):
+        raise ValueError(f"keys must have shape ({n},); got {keys.shape}")
+    names, codes = np.unique(keys.astype(str), return_inverse=True)
+    return [str(k) for k in names], codes
+
+
+def save_centering(path: str | Path, stats: Mapping[str, CenteringStats]) -> Path:
+    """Write several batches' statistics to one ``.npz`` (plain arrays only, readable without pickle)."""
+    path = Path(path)
+    keys = list(stats)
+    arrays: dict[str, np.ndarray] = {
+        "keys": np.array(keys, dtype=str),
+        "methods": np.array([stats[k].method for k in keys], dtype=str),
+        "scalars": np.array([[stats[k].isotropic, stats[k].n_reference, stats[k].ridge] for k in keys], dtype=float),
+    }
+    for i, k in enumerate(keys):
+        s = stats[k]
+        arrays[f"{i}_mean"] = s.mean
+        arrays[f"{i}_scale"] = s.scale
+        arrays[f"{i}_components"] = s.components
+        arrays[f"{i}_gains"] = s.gains
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)  # type: ignore[arg-type]
+    return path
+
+
+def load_centering(path: str | Path) -> dict[str, CenteringStats]:
+    """Read statistics written by :func:`save_centering` (``allow_pickle=False``)."""
+    with np.load(path, allow_pickle=False) as data:
+        keys = [str(k) for k in data["keys"]]
+        methods = [str(m) for m in data["methods"]]
+        scalars = data["scalars"].reshape(len(keys), 3)
+        out = {}
+        for i, k in enumerate(keys):
+            out[k] = CenteringStats(
+                methods[i],
+                data[f"{i}_mean"],
+                data[f"{i}_scale"],
+                data[f"{i}_components"],
+                data[f"{i}_gains"],
+                float(scalars[i, 0]),
+                int(scalars[i, 1]),
+                float(scalars[i, 2]),
+            )
+    return out
+
+
+def _check_x(x: np.ndarray, dtype: type | None = np.float64) -> np.ndarray:
+    """A 2-D numeric array, converted to ``dtype`` (None: left as it is)."""
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise ValueError(f"x must be a 2-D array (n, d) with d > 0; got shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.number):
+        raise ValueError(f"x must be numeric; got dtype {x.dtype}")
+    return x if dtype is None else x.astype(dtype, copy=False)
+
+
+def _check_mask(mask: np.ndarray, n: int, name: str) -> np.ndarray:
+    m = np.asarray(mask)
+    if m.shape != (n,) or m.dtype != bool:
+        raise ValueError(f"{name} must be a boolean array of shape ({n},); got {m.dtype} of shape {m.shape}")
+    return m
+
+
+def _check_x_mask(x: np.ndarray, mask: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    x = _check_x(x)
+    return x, _check_mask(mask, len(x), name)

@@ -1,0 +1,293 @@
+"""Leave-experiment-out evaluation: accuracy with and without plate assignment, replicate mAP, batch mixing."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from phenoprint.errors import EmbeddingTableError, UnknownExperimentError
+from phenoprint.index.assign import assign_experiment
+from phenoprint.index.build import (
+    IndexConfig,
+    assemble_index,
+    center_table,
+    entry_mask,
+    fit_table_centering,
+    learn_plate_groups,
+    scope_mask,
+)
+from phenoprint.index.centering import l2_normalize
+from phenoprint.index.classify import MODES, classify, sirna_scores
+from phenoprint.index.metrics import mean_average_precision, replicate_average_precision, silhouette
+from phenoprint.index.table import EmbeddingTable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What :func:`evaluate` measures and how the indexes it queries are built."""
+
+    index: IndexConfig = field(default_factory=IndexConfig)  # centering, scope and FAISS settings of each index
+    holdout: tuple[str, ...] | None = None  # experiments queried (None: every experiment with labels, in turn)
+    k: int = 5  # top-k accuracy
+    modes: tuple[str, ...] = MODES  # classification modes compared: knn and/or centroid
+    assign: bool = False  # also score plate-constrained assignment (needs plate groups from the labels)
+    replicate_map: bool = True  # mAP of retrieving each query's replicates in other experiments, before/after
+    silhouette: bool = True  # silhouette by experiment within each cell type, before/after centering
+    max_silhouette_rows: int = 2000  # rows sampled per cell type for the (quadratic) silhouette
+    max_map_queries: int | None = None  # query rows sampled for mAP (None: all of the held-out experiments)
+    seed: int = 0  # for the samples above
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1; got {self.k}")
+        if not self.modes or any(m not in MODES for m in self.modes):
+            raise ValueError(f"modes must be a non-empty subset of {', '.join(MODES)}; got {self.modes}")
+        if self.holdout is not None and not self.holdout:
+            raise ValueError("holdout must name at least one experiment (or be None for all)")
+        if self.max_silhouette_rows < 2:
+            raise ValueError(f"max_silhouette_rows must be >= 2; got {self.max_silhouette_rows}")
+        if self.max_map_queries is not None and self.max_map_queries < 1:
+            raise ValueError(f"max_map_queries must be >= 1 or None; got {self.max_map_queries}")
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["index"] = self.index.to_json()
+        out["holdout"] = None if self.holdout is None else list(self.holdout)
+        out["modes"] = list(self.modes)
+        return out
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """What :func:`evaluate` found.
+
+    Attributes:
+        config: the configuration it ran with.
+        n_queries: query wells scored (labelled treatment wells of the held-out experiments).
+        overall: metric → value over all queries, e.g. ``knn_top1``, ``knn_top5``, ``knn_assigned_top1``,
+            ``knn_unknown`` (share flagged unknown: all queries are known siRNAs, so this is the false-unknown
+            rate), ``reachable`` (share whose siRNA had any entry in the index).
+        per_cell_type: cell type → the same metrics.
+        per_experiment: experiment → the same metrics.
+        replicate_map: ``before`` / ``after`` centering: mAP of retrieving replicates from other experiments.
+        silhouette: ``before`` / ``after`` centering: silhouette by experiment, averaged over cell types (lower
+            means better mixed batches).
+        skipped: held-out experiments that could not be evaluated → why.
+        seconds: wall time.
+        per_query: one row per query with its truth and predictions (not in the JSON).
+    """
+
+    config: EvalConfig
+    n_queries: int
+    overall: dict[str, float]
+    per_cell_type: dict[str, dict[str, float]]
+    per_experiment: dict[str, dict[str, float]]
+    replicate_map: dict[str, float | None]
+    silhouette: dict[str, float | None]
+    skipped: dict[str, str]
+    seconds: float
+    per_query: pd.DataFrame = field(repr=False, compare=False)
+
+    def metrics(self) -> list[str]:
+        return list(self.overall)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_json(),
+            "n_queries": self.n_queries,
+            "overall": self.overall,
+            "per_cell_type": self.per_cell_type,
+            "per_experiment": self.per_experiment,
+            "replicate_map": self.replicate_map,
+            "silhouette": self.silhouette,
+            "skipped": self.skipped,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def format_table(self) -> str:
+        """A plain-text summary: accuracy by mode (overall and per cell type), mAP and silhouette."""
+        ic = self.config.index
+        k = self.config.k
+        lines = [
+            f"{len(self.per_experiment)} held-out experiment(s), {self.n_queries} query wells; "
+            f"centering {ic.center} on {ic.reference}{' per plate' if ic.per_plate else ''}, scope {ic.scope}"
+        ]
+        cols = [("top1", "top1"), (f"top{k}", f"top{k}")]
+        if self.config.assign:
+            cols.append(("assigned_top1", "top1+assign"))
+        cols.append(("unknown", "unknown"))
+        header = f"{'':<22}" + "".join(f"{name:>13}" for _, name in cols)
+        for title, rows in (("overall", {"all": self.overall}), ("per cell type", self.per_cell_type)):
+            lines += ["", f"{title}:", header]
+            for group, metrics in rows.items():
+                for mode in self.config.modes:
+                    vals = "".join(_fmt(metrics.get(f"{mode}_{key}")) for key, _ in cols)
+                    lines.append(f"{(group + ' ' + mode)[:22]:<22}{vals}")
+        lines.append("")
+        lines.append(f"reachable (siRNA present in the index): {_fmt(self.overall.get('reachable')).strip()}")
+        for name, pair in (("replicate mAP", self.replicate_map), ("silhouette by experiment", self.silhouette)):
+            if pair:
+                lines.append(
+                    f"{name}: before {_fmt(pair.get('before')).strip()} -> after {_fmt(pair.get('after')).strip()}"
+                )
+        for exp, why in self.skipped.items():
+            lines.append(f"skipped {exp}: {why}")
+        return "\n".join(lines)
+
+
+def _fmt(v: float | None) -> str:
+    return f"{'-':>13}" if v is None else f"{v:>13.3f}"
+
+
+def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
+    """Query each held-out experiment against an index built from the others and its own controls.
+
+    Every experiment is centred once with its own statistics (fitted on its reference wells, never on labels),
+    then for each held-out experiment an index is assembled exactly as :func:`build_experiment_index` would (its
+    labelled controls plus the labelled wells of the other experiments in scope) and its labelled treatment wells
+    are classified. With ``assign``, each plate's treatment wells are assigned one-to-one among the treatments of
+    the group chosen for it (the wells are known to be treatments, so controls are not candidates); plate groups
+    are learned from the experiments in scope without the held-out one. Site tables are averaged to wells first.
+
+    Raises:
+        UnknownExperimentError: a holdout experiment is not in the table.
+        EmbeddingTableError: no labelled wells to query, or a batch lacks reference wells.
+    """
+    started = time.perf_counter()
+    ic = config.index
+    table = table.aggregate_sites()
+    meta = table.meta
+    labels = table.labels()
+    exps = meta["Metadata_experiment"].to_numpy(dtype=str)
+    plates = meta["Metadata_plate"].to_numpy(dtype=np.int64)
+    is_query = (labels >= 0) & (meta["Metadata_well_type"] == "treatment").to_numpy()
+    holdout = _holdouts(table, config.holdout, is_query)
+    stats = fit_table_centering(
+        table, ic.center, ic.reference, pca_dim=ic.pca_dim, ridge=ic.ridge, per_plate=ic.per_plate
+    )
+    centred = center_table(table, stats, ic.per_plate)
+
+    parts: list[pd.DataFrame] = []
+    skipped: dict[str, str] = {}
+    for exp in holdout:
+        q = is_query & (exps == exp)
+        if not q.any():
+            skipped[exp] = "no labelled treatment wells to query"
+            continue
+        others = entry_mask(table, exp, ic.scope) & (exps != exp)
+        if not others.any():
+            skipped[exp] = f"no labelled wells of other experiments in scope {ic.scope!r}"
+            continue
+        groups = None
+        if config.assign:
+            groups = learn_plate_groups(table, exclude=exp, within=scope_mask(table, exp, ic.scope), quiet=True)
+        index = assemble_index(table, centred, stats, exp, ic, table.fingerprint, plate_groups=groups)
+        y = labels[q]
+        frame = pd.DataFrame(
+            {
+                "experiment": exp,
+                "cell_type": meta.loc[q, "Metadata_cell_type"].to_numpy(dtype=str),
+                "plate": plates[q],
+                "well": meta.loc[q, "Metadata_well"].to_numpy(dtype=str),
+                "sirna_id": y,
+                "reachable": np.isin(y, index.sirna_ids),
+            }
+        )
+        for mode in config.modes:
+            cls = classify(centred[q], index, k=config.k, mode=mode)
+            frame[f"{mode}_pred"] = cls.top1
+            frame[f"{mode}_top1"] = cls.top1 == y
+            frame[f"{mode}_top{config.k}"] = (cls.sirna_ids == y[:, None]).any(axis=1)
+            frame[f"{mode}_unknown"] = cls.unknown
+            if config.assign:
+                sc = sirna_scores(centred[q], index, mode)
+                a = assign_experiment(sc.scores, sc.sirna_ids, plates[q], index.plate_groups)
+                frame[f"{mode}_assigned"] = a.sirna_ids
+                frame[f"{mode}_assigned_top1"] = a.sirna_ids == y
+        parts.append(frame)
+        log.debug("evaluated %s: %d queries against %d entries", exp, int(q.sum()), len(index))
+    if not parts:
+        reasons = "; ".join(f"{e}: {r}" for e, r in skipped.items())
+        raise EmbeddingTableError(f"no held-out experiment could be evaluated ({reasons})")
+    per_query = pd.concat(parts, ignore_index=True)
+    metric_cols = [c for c in per_query.columns if c.endswith(("_top1", f"_top{config.k}", "_unknown"))]
+    metric_cols.append("reachable")
+
+    def summary(frame: pd.DataFrame) -> dict[str, float]:
+        return {c: float(frame[c].mean()) for c in metric_cols}
+
+    held = np.isin(exps, [e for e in holdout if e not in skipped])
+    report = EvalReport(
+        config=config,
+        n_queries=len(per_query),
+        overall=summary(per_query),
+        per_cell_type={str(ct): summary(f) for ct, f in per_query.groupby("cell_type")},
+        per_experiment={str(e): summary(f) for e, f in per_query.groupby("experiment")},
+        replicate_map=_replicate_map(table, centred, labels, is_query & held, config) if config.replicate_map else {},
+        silhouette=_silhouettes(table, centred, config) if config.silhouette else {},
+        skipped=skipped,
+        seconds=time.perf_counter() - started,
+        per_query=per_query,
+    )
+    log.debug("evaluation took %.2f s", report.seconds)
+    return report
+
+
+def _holdouts(table: EmbeddingTable, holdout: tuple[str, ...] | None, is_query: np.ndarray) -> list[str]:
+    known = set(table.experiments)
+    if holdout is not None:
+        for exp in holdout:
+            if exp not in known:
+                raise UnknownExperimentError(exp, known)
+        return list(dict.fromkeys(holdout))
+    exps = table.meta["Metadata_experiment"].to_numpy(dtype=str)
+    with_queries = sorted(set(exps[is_query]))
+    if not with_queries:
+        raise EmbeddingTableError(
+            "no labelled treatment wells to evaluate on (Metadata_sirna_id is null or every well is a control)"
+        )
+    return with_queries
+
+
+def _replicate_map(
+    table: EmbeddingTable, centred: np.ndarray, labels: np.ndarray, queries: np.ndarray, config: EvalConfig
+) -> dict[str, float | None]:
+    """mAP of each held-out query retrieving its replicates in other experiments, before and after centering."""
+    rows = np.flatnonzero(queries)
+    if config.max_map_queries is not None and len(rows) > config.max_map_queries:
+        rng = np.random.default_rng(config.seed)
+        rows = np.sort(rng.choice(rows, config.max_map_queries, replace=False))
+    mask = np.zeros(len(table), dtype=bool)
+    mask[rows] = True
+    batches = table.meta["Metadata_experiment"].to_numpy(dtype=str)
+    out: dict[str, float | None] = {}
+    for name, x in (("before", table.features), ("after", centred)):
+        out[name] = mean_average_precision(replicate_average_precision(x, labels, batches, mask))
+    return out
+
+
+def _silhouettes(table: EmbeddingTable, centred: np.ndarray, config: EvalConfig) -> dict[str, float | None]:
+    """Silhouette by experiment within each cell type (cell types differ biologically), weighted by rows."""
+    rng = np.random.default_rng(config.seed)
+    raw = l2_normalize(table.features)
+    values: dict[str, list[tuple[float, int]]] = {"before": [], "after": []}
+    for _, frame in table.meta.groupby("Metadata_cell_type"):
+        rows = frame.index.to_numpy()
+        if len(rows) > config.max_silhouette_rows:
+            rows = np.sort(rng.choice(rows, config.max_silhouette_rows, replace=False))
+        clusters = table.meta["Metadata_experiment"].to_numpy(dtype=str)[rows]
+        for name, x in (("before", raw), ("after", centred)):
+            s = silhouette(x[rows], clusters)
+            if s is not None:
+                values[name].append((s, len(rows)))
+    return {
+        name: (float(np.average([v for v, _ in vs], weights=[w for _, w in vs])) if vs else None)
+        for name, vs in values.items()
+    }

@@ -1,0 +1,102 @@
+"""Retrieval and batch-mixing metrics on vectors: replicate average precision (copairs rules) and silhouette."""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Query rows scored at once (each row is sorted against every candidate).
+_CHUNK = 256
+
+
+def replicate_average_precision(
+    x: np.ndarray, labels: np.ndarray, batches: np.ndarray, query_mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Average precision of retrieving each well's replicates from other batches, by cosine similarity.
+
+    The pair rules of ``copairs.map.average_precision(pos_sameby=[label], pos_diffby=[batch], neg_sameby=[],
+    neg_diffby=[label])``: positives share the label and come from another batch (a replicate in the same
+    experiment is neither positive nor negative), negatives are every well of another label, in any batch.
+
+    Args:
+        x: (n, d) vectors (need not be normalized).
+        labels: (n,) integer labels; rows labelled -1 are skipped entirely.
+        batches: (n,) batch of each row (e.g. experiment).
+        query_mask: (n,) rows to score (default: all labelled rows).
+
+    Returns:
+        (n,) float64 AP of each query row; NaN for rows that are not queried or have no positive.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"x must be 2-D (n, d); got shape {x.shape}")
+    n = len(x)
+    labels = np.asarray(labels).astype(np.int64)
+    batches = np.asarray(batches).astype(str)
+    if labels.shape != (n,) or batches.shape != (n,):
+        raise ValueError(f"labels and batches must have shape ({n},); got {labels.shape} and {batches.shape}")
+    qmask = labels >= 0 if query_mask is None else np.asarray(query_mask, dtype=bool) & (labels >= 0)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    unit = (x / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+    keep = labels >= 0
+    cand = unit[keep]
+    cand_labels = labels[keep]
+    cand_batches = batches[keep]
+    out = np.full(n, np.nan)
+    queries = np.flatnonzero(qmask)
+    for start in range(0, len(queries), _CHUNK):
+        rows = queries[start : start + _CHUNK]
+        sims = unit[rows] @ cand.T
+        same = cand_labels[None, :] == labels[rows, None]
+        pos = same & (cand_batches[None, :] != batches[rows, None])
+        considered = pos | ~same
+        sims = np.where(considered, sims, -np.inf)
+        for i, r in enumerate(rows):
+            out[r] = _ap(sims[i], pos[i])
+    return out
+
+
+def _ap(sims: np.ndarray, pos: np.ndarray) -> float:
+    """AP from the ranks of the positives; only the candidates scoring at least the worst positive are sorted."""
+    pv = sims[pos]
+    if len(pv) == 0:
+        return float("nan")
+    above = np.sort(sims[sims >= pv.min()])
+    pv = np.sort(pv)[::-1]
+    ranks = len(above) - np.searchsorted(above, pv, side="left")  # items scoring >= each positive (ties aside)
+    return float(np.mean(np.arange(1, len(pv) + 1) / ranks))
+
+
+def mean_average_precision(ap: np.ndarray) -> float | None:
+    """Mean of the finite APs (None when there are none)."""
+    ap = np.asarray(ap, dtype=np.float64)
+    ok = np.isfinite(ap)
+    return float(ap[ok].mean()) if ok.any() else None
+
+
+def silhouette(x: np.ndarray, clusters: np.ndarray) -> float | None:
+    """Mean silhouette of the rows (cosine distance) with respect to ``clusters`` (e.g. experiments).
+
+    Near 1: rows sit with their own cluster (strong batch effect); near 0 or below: clusters are mixed. Returns
+    None with fewer than two clusters. Costs O(n²): subsample large tables first.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    clusters = np.asarray(clusters).astype(str)
+    if x.ndim != 2 or clusters.shape != (len(x),):
+        raise ValueError(f"x must be (n, d) and clusters (n,); got {x.shape} and {clusters.shape}")
+    names, codes = np.unique(clusters, return_inverse=True)
+    if len(names) < 2:
+        return None
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    unit = x / np.where(norms > 0, norms, 1.0)
+    dist = np.clip(1.0 - unit @ unit.T, 0.0, 2.0)
+    sizes = np.bincount(codes, minlength=len(names)).astype(np.float64)
+    onehot = np.zeros((len(x), len(names)))
+    onehot[np.arange(len(x)), codes] = 1.0
+    sums = dist @ onehot  # (n, k): total distance of each row to each cluster
+    own = sizes[codes]
+    a = sums[np.arange(len(x)), codes] / np.maximum(own - 1, 1)
+    mean_other = sums / sizes
+    mean_other[np.arange(len(x)), codes] = np.inf
+    b = mean_other.min(axis=1)
+    s = np.where(own > 1, (b - a) / np.maximum(np.maximum(a, b), np.finfo(float).tiny), 0.0)
+    return float(s.mean())

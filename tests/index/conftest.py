@@ -1,0 +1,54 @@
+"""Shared fixtures of the index tests: small synthetic embedding tables with the RxRx1 plate design."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from phenoprint.index.simulate import VectorDesign, simulate_table
+from phenoprint.index.table import EmbeddingTable
+
+
+@pytest.fixture(scope="session")
+def small_design() -> VectorDesign:
+    """2 cell types (4 + 3 experiments), 4 plate groups of 6 treatments, 3 positive controls, 16-d."""
+    return VectorDesign.small()
+
+
+@pytest.fixture(scope="session")
+def small_table(small_design: VectorDesign) -> EmbeddingTable:
+    """A labelled well table drawn from the small design (do not mutate: take ``.subset`` or copy first)."""
+    return simulate_table(small_design, seed=0)
+
+
+#: The labels of the foreign profile table: arbitrary integers, as a compound or gene id column would hold.
+PROFILE_LABELS = (5003, 77, 123456, 9, 4242, 31337, 808, 1)
+
+
+@pytest.fixture(scope="session")
+def profiles_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CellProfiler-like profile table: 3 batches x 2 plates x 8 labels, no well type, no cell type, named
+    features, written with pandas (not with phenoprint's writer)."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(len(PROFILE_LABELS), 12))
+    rows = []
+    for b in range(3):
+        offset = rng.normal(size=12) * 4
+        for plate in (1, 2):
+            for i, label in enumerate(PROFILE_LABELS):
+                feats = centres[i] + offset + rng.normal(size=12) * 0.3
+                rows.append(
+                    {
+                        "Metadata_experiment": f"batch{b}",
+                        "Metadata_plate": plate,
+                        "Metadata_well": f"A{i + 1:02d}",
+                        "Metadata_sirna_id": label,
+                        **{f"Cells_Feature_{j}": feats[j] for j in range(12)},
+                    }
+                )
+    path = tmp_path_factory.mktemp("profiles") / "profiles.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    return path

@@ -1,0 +1,115 @@
+"""Classification: the kNN vote and centroid modes against loop re-derivations, and the open-set flag."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from phenoprint.index.build import ExperimentIndex, IndexConfig, build_experiment_index
+from phenoprint.index.classify import Prediction, _vote, classify, sirna_scores
+from phenoprint.index.table import EmbeddingTable
+
+
+@pytest.fixture(scope="module")
+def index(small_table: EmbeddingTable) -> ExperimentIndex:
+    return build_experiment_index(small_table, "HUVEC-01", IndexConfig(n_neighbors=20, temperature=0.2))
+
+
+@pytest.fixture(scope="module")
+def queries(small_table: EmbeddingTable, index: ExperimentIndex) -> tuple[np.ndarray, np.ndarray]:
+    rows = small_table.experiment_mask("HUVEC-01") & ~small_table.control_mask()
+    return index.center(small_table.features[rows]), small_table.labels()[rows]
+
+
+def test_knn_vote_matches_a_loop_re_derivation(index: ExperimentIndex, queries) -> None:
+    q, _ = queries
+    got = classify(q, index, k=3, mode="knn")
+    nb = index.search(q, 20)
+    for i in range(len(q)):
+        votes: dict[int, float] = {}
+        for j, s in zip(nb.ids[i], nb.scores[i], strict=True):
+            sid = int(index.entries.sirna_id[j])
+            votes[sid] = votes.get(sid, 0.0) + np.exp((s - nb.scores[i, 0]) / 0.2)
+        total = sum(votes.values())
+        ranked = sorted(votes.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        assert got.sirna_ids[i].tolist()[: len(ranked)] == [s for s, _ in ranked]
+        np.testing.assert_allclose(got.scores[i, : len(ranked)], [v / total for _, v in ranked], rtol=1e-5)
+    assert (got.scores[:, 0] <= 1.0 + 1e-6).all()
+    assert (np.diff(got.scores, axis=1) <= 1e-7).all()
+
+
+def test_centroid_mode_is_the_argmax_of_the_centroid_cosine(index: ExperimentIndex, queries) -> None:
+    q, _ = queries
+    got = classify(q, index, k=5, mode="centroid")
+    sims = q.astype(np.float64) @ index.centroids.T.astype(np.float64)
+    want = index.sirna_ids[np.argsort(-sims, axis=1, kind="stable")[:, :5]]
+    np.testing.assert_array_equal(got.sirna_ids, want)
+    np.testing.assert_allclose(got.scores, np.sort(sims, axis=1)[:, ::-1][:, :5], atol=1e-5)
+
+
+def test_classification_beats_chance_on_the_synthetic_design(index: ExperimentIndex, queries) -> None:
+    q, y = queries
+    for mode in ("knn", "centroid"):
+        got = classify(q, index, k=5, mode=mode)
+        assert (got.top1 == y).mean() > 0.3  # 28 siRNAs: chance is under 0.04
+        assert (got.sirna_ids == y[:, None]).any(axis=1).mean() > 0.6
+
+
+def test_vote_shares_from_neighbour_lists() -> None:
+    ids = np.array([[0, 1, 2, -1], [3, 3, 0, 1]])
+    sims = np.array([[0.9, 0.8, 0.8, -np.inf], [0.5, 0.5, 0.4, 0.1]], dtype=np.float32)
+    codes = np.array([0, 1, 1, 2])  # entry -> class
+    dense = _vote(ids, sims, codes, 3, temperature=0.1)
+    w = np.exp(np.array([0.0, -1.0, -1.0]))
+    np.testing.assert_allclose(dense[0], [w[0], w[1] + w[2], 0.0] / w.sum(), rtol=1e-6)
+    w = np.exp(np.array([0.0, 0.0, -1.0, -4.0]))
+    np.testing.assert_allclose(dense[1], [w[2], w[3], w[0] + w[1]] / w.sum(), rtol=1e-5)
+
+
+def test_padding_when_fewer_sirnas_got_votes(index: ExperimentIndex, queries) -> None:
+    q, _ = queries
+    got = classify(q, index, k=5, mode="knn", n_neighbors=5)
+    nb = index.search(q, 5)
+    distinct = [len(set(index.entry_labels[ids])) for ids in nb.ids]
+    assert ((got.sirna_ids >= 0).sum(axis=1) == distinct).all()
+    assert min(distinct) < 5  # some query has fewer than k candidates: the rest is padding
+    row = int(np.argmin(distinct))
+    assert (got.sirna_ids[row, distinct[row] :] == -1).all()
+    assert np.isneginf(got.scores[row, distinct[row] :]).all()
+    preds = got.predictions(row)
+    assert all(isinstance(p, Prediction) for p in preds)
+    assert [p.rank for p in preds] == list(range(1, distinct[row] + 1))
+
+
+def test_dense_scores_for_assignment(index: ExperimentIndex, queries) -> None:
+    q, _ = queries
+    cen = sirna_scores(q, index, "centroid")
+    np.testing.assert_allclose(cen.scores, q @ index.centroids.T, atol=1e-6)
+    soft = sirna_scores(q[:3], index, "knn", temperature=0.05)
+    for j, sid in enumerate(soft.sirna_ids):
+        sims = q[:3].astype(np.float64) @ index.vectors[index.entry_labels == sid].T
+        want = 0.05 * np.log(np.exp(sims / 0.05).sum(axis=1))
+        np.testing.assert_allclose(soft.scores[:, j], want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["knn", "centroid"])
+def test_unknown_flag_thresholds_the_best_centroid_cosine(index: ExperimentIndex, queries, mode: str) -> None:
+    q, _ = queries
+    got = classify(q, index, k=1, mode=mode)
+    want = (q @ index.centroids.T).max(axis=1)
+    np.testing.assert_allclose(got.best_similarity, want, atol=1e-5)
+    np.testing.assert_array_equal(got.unknown, want < index.open_set.threshold)
+    if mode == "centroid":
+        np.testing.assert_allclose(got.best_similarity, got.scores[:, 0], atol=1e-6)
+
+
+def test_bad_queries_are_refused(index: ExperimentIndex, queries) -> None:
+    q, _ = queries
+    with pytest.raises(ValueError, match=r"queries must have shape \(n, 16\)"):
+        classify(q[:, :4], index)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        classify(q, index, k=0)
+    with pytest.raises(ValueError, match="mode must be one of knn, centroid; got 'vote'"):
+        classify(q, index, mode="vote")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        sirna_scores(q, index, mode="vote")

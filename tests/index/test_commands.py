@@ -1,0 +1,102 @@
+"""The index verbs through ``phenoprint.cli.main``: index build, index info, evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from phenoprint.cli import main
+from phenoprint.index.build import ExperimentIndex
+from phenoprint.index.table import EmbeddingTable, write_embeddings
+
+
+@pytest.fixture(scope="module")
+def embeddings(small_table: EmbeddingTable, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_embeddings(small_table, tmp_path_factory.mktemp("emb") / "e.parquet")
+
+
+def test_index_build_then_info(embeddings: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "HUVEC-02"
+    argv = ["-q", "index", "build", "--embeddings", str(embeddings), "--experiment", "HUVEC-02", "--out", str(out)]
+    assert main([*argv, "--center", "center_scale", "--kind", "hnsw"]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}: 136 entries (16 own controls, 120 from 3 other experiments), 28 siRNAs, dim 16" in printed
+    index = ExperimentIndex.load(out, expected_fingerprint="synthetic", expected_dim=16)
+    assert index.config.center == "center_scale"
+    assert index.config.kind == "hnsw"
+    assert main(["-q", "index", "info", str(out)]) == 0
+    manifest = json.loads(capsys.readouterr().out)
+    assert manifest["experiment"] == "HUVEC-02"
+    assert manifest["counts"]["entries"] == 136
+
+
+def test_index_errors_are_one_line(embeddings: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["index", "build", "--embeddings", str(embeddings), "--experiment", "U2OS-01", "--out", str(tmp_path / "x")]
+    assert main(argv) == 2
+    assert "phenoprint index: error: unknown experiment 'U2OS-01'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    assert main(["index", "info", str(tmp_path)]) == 2
+    assert "no manifest.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["index"])  # a sub-verb is required
+
+
+def test_evaluate_prints_writes_json_and_plots(
+    embeddings: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report, figs = tmp_path / "report.json", tmp_path / "figs"
+    argv = ["-q", "evaluate", "--embeddings", str(embeddings), "--holdout", "HUVEC-01,RPE-03", "--assign"]
+    assert main([*argv, "--k", "3", "--out", str(report), "--plots", str(figs)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 held-out experiment(s), 48 query wells; centering tvn on controls" in printed
+    assert "top1+assign" in printed
+    assert "replicate mAP: before" in printed
+    data = json.loads(report.read_text())
+    assert set(data["per_experiment"]) == {"HUVEC-01", "RPE-03"}
+    assert "centroid_top3" in data["overall"]
+    assert data["config"]["index"]["center"] == "tvn"
+    assert sorted(p.name for p in figs.iterdir()) == ["projection_by_experiment.png", "projection_by_sirna.png"]
+
+
+def test_evaluate_on_a_foreign_profile_table(profiles_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    profiles = profiles_path
+    assert main(["-q", "evaluate", "--embeddings", str(profiles)]) == 2
+    err = capsys.readouterr().err
+    assert "phenoprint evaluate: error:" in err
+    assert "--reference all" in err
+    argv = [
+        "-q",
+        "evaluate",
+        "--embeddings",
+        str(profiles),
+        "--reference",
+        "all",
+        "--center",
+        "center",
+        "--mode",
+        "knn",
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "3 held-out experiment(s), 48 query wells; centering center on all" in printed
+    assert "all knn" in printed
+    assert "centroid" not in printed
+
+
+def test_cli_choices_match_the_library() -> None:
+    """The parser spells its choices out (to stay free of faiss); they must not drift from the library's."""
+    from phenoprint.index import commands
+    from phenoprint.index.build import CALIBRATION_SOURCES, SCOPES
+    from phenoprint.index.centering import CENTER_METHODS, DEFAULT_RIDGE, REFERENCES
+    from phenoprint.index.classify import MODES
+    from phenoprint.index.faiss_backend import INDEX_KINDS
+
+    assert commands._CENTER == CENTER_METHODS
+    assert commands._REFERENCE == REFERENCES
+    assert commands._SCOPE == SCOPES
+    assert commands._KINDS == INDEX_KINDS
+    assert commands._MODES == MODES
+    assert set(commands._CALIBRATION) == set(CALIBRATION_SOURCES)
+    assert commands._DEFAULT_RIDGE == DEFAULT_RIDGE

@@ -1,0 +1,107 @@
+"""Leave-experiment-out evaluation on synthetic tables and on a foreign profile table."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from phenoprint.errors import EmbeddingTableError, UnknownExperimentError
+from phenoprint.index.build import IndexConfig
+from phenoprint.index.evaluate import EvalConfig, evaluate
+from phenoprint.index.table import EmbeddingTable, read_embeddings
+from tests.index.conftest import PROFILE_LABELS
+
+
+@pytest.fixture(scope="module")
+def tvn_report(small_table: EmbeddingTable):
+    return evaluate(small_table, EvalConfig(assign=True))
+
+
+def test_leave_experiment_out_covers_every_experiment(small_table: EmbeddingTable, tvn_report) -> None:
+    r = tvn_report
+    assert set(r.per_experiment) == set(small_table.experiments)
+    assert set(r.per_cell_type) == {"HUVEC", "RPE"}
+    assert r.n_queries == 7 * 4 * 6  # every treatment well of every experiment
+    assert r.skipped == {}
+    for key in ("knn_top1", "knn_top5", "knn_assigned_top1", "knn_unknown", "centroid_top1", "reachable"):
+        assert 0.0 <= r.overall[key] <= 1.0
+    assert r.overall["reachable"] == 1.0
+    assert r.overall["centroid_top5"] >= r.overall["centroid_top1"]
+    assert r.overall["centroid_assigned_top1"] >= r.overall["centroid_top1"]
+    assert r.replicate_map["after"] > r.replicate_map["before"]
+    assert r.silhouette["after"] < r.silhouette["before"]
+    text = json.dumps(r.to_json(), allow_nan=False)
+    assert '"per_query"' not in text
+    assert len(r.per_query) == r.n_queries
+    table = r.format_table()
+    assert "top1+assign" in table
+    assert "HUVEC centroid" in table
+
+
+def test_centering_beats_none_on_batch_effects(small_table: EmbeddingTable, tvn_report) -> None:
+    none = evaluate(small_table, EvalConfig(index=IndexConfig(center="none"), replicate_map=False, silhouette=False))
+    assert tvn_report.overall["centroid_top1"] > none.overall["centroid_top1"] + 0.2
+    assert none.replicate_map == {}
+    assert none.silhouette == {}
+
+
+def test_holdout_subset_and_modes(small_table: EmbeddingTable) -> None:
+    r = evaluate(small_table, EvalConfig(holdout=("RPE-02",), modes=("centroid",), k=3))
+    assert list(r.per_experiment) == ["RPE-02"]
+    assert set(r.overall) == {"centroid_top1", "centroid_top3", "centroid_unknown", "reachable"}
+    with pytest.raises(UnknownExperimentError, match="'RPE-09'"):
+        evaluate(small_table, EvalConfig(holdout=("RPE-09",)))
+
+
+def test_a_foreign_profile_table_needs_reference_all(profiles_path: Path) -> None:
+    table = read_embeddings(profiles_path)
+    with pytest.raises(EmbeddingTableError, match="use --reference all"):
+        evaluate(table, EvalConfig())
+    config = EvalConfig(index=IndexConfig(reference="all", center="center_scale"), assign=True)
+    r = evaluate(table, config)
+    assert set(r.per_experiment) == {"batch0", "batch1", "batch2"}
+    assert r.per_cell_type.keys() == {"unknown"}
+    assert r.overall["centroid_top1"] > 0.8  # chance is 1/8
+    assert r.per_query["sirna_id"].isin(PROFILE_LABELS).all()
+
+
+def test_experiments_without_a_reference_are_skipped(small_table: EmbeddingTable) -> None:
+    only_one = small_table.subset(
+        small_table.experiment_mask("HUVEC-01")
+        | small_table.experiment_mask("RPE-01")
+        | small_table.experiment_mask("RPE-02")
+    )
+    r = evaluate(only_one, EvalConfig(replicate_map=False))
+    assert "HUVEC-01" in r.skipped
+    assert "no labelled wells of other experiments" in r.skipped["HUVEC-01"]
+    assert set(r.per_experiment) == {"RPE-01", "RPE-02"}
+    with pytest.raises(EmbeddingTableError, match="no held-out experiment could be evaluated"):
+        evaluate(only_one, EvalConfig(holdout=("HUVEC-01",)))
+
+
+def test_evaluate_is_quiet_and_fast_on_a_small_table(
+    small_table: EmbeddingTable, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        r = evaluate(small_table, EvalConfig(assign=True))
+    assert [rec for rec in caplog.records if rec.name.startswith("phenoprint.data")] == []
+    assert r.seconds < 10
+
+
+def test_no_labels_to_query_is_refused(small_table: EmbeddingTable) -> None:
+    controls = small_table.subset(small_table.control_mask())
+    with pytest.raises(EmbeddingTableError, match="no labelled treatment wells"):
+        evaluate(controls, EvalConfig())
+
+
+def test_eval_config_validates() -> None:
+    with pytest.raises(ValueError, match="modes must be a non-empty subset of knn, centroid"):
+        EvalConfig(modes=("vote",))
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        EvalConfig(k=0)
+    with pytest.raises(ValueError, match="holdout must name at least one"):
+        EvalConfig(holdout=())
+    assert EvalConfig(holdout=("A",)).to_json()["holdout"] == ["A"]
