@@ -71,6 +71,7 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("phenoprint").setLevel(level)
+    logging.getLogger("faiss").setLevel(max(level, logging.WARNING))  # its loader reports every CPU-feature probe
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,272 @@
-"""Command-line verbs of ``phenoprint.embedder``."""
+"""Command-line verbs of ``phenoprint.embedder``: ``train``, ``embed``, ``build-index``."""
 
 from __future__ import annotations
 
-from phenoprint.cli import Command
+import argparse
+from pathlib import Path
 
-COMMANDS: list[Command] = []
+from phenoprint.cli import Command
+from phenoprint.embedder.config import ModelConfig, TrainConfig
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _add_source(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--data", type=Path, required=required, help="RxRx1 data root (v1.0 or Kaggle layout, or synthetic)")
+    p.add_argument(
+        "--pack", type=Path, default=None, help="read pixels from this `phenoprint pack` store instead of PNGs"
+    )
+
+
+def _add_train(p: argparse.ArgumentParser) -> None:
+    m, t = ModelConfig(), TrainConfig()
+    _add_source(p)
+    p.add_argument("--out", type=Path, required=True, help="run directory (weights, config, checkpoints, metrics)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    g = p.add_argument_group("model")
+    g.add_argument("--backbone", default=m.backbone, help="timm model name (6-channel input is adapted by timm)")
+    g.add_argument("--pretrained", action="store_true", help="start from timm's ImageNet weights (needs them cached)")
+    g.add_argument("--embedding-dim", type=int, default=m.embedding_dim, help="width of the exported vectors")
+    g.add_argument("--num-classes", type=int, default=m.num_classes, help="siRNA classes (1,139 in RxRx1)")
+    g.add_argument("--head", choices=("arcface", "cosface", "cosine"), default=m.head, help="margin head")
+    g.add_argument("--margin", type=float, default=m.margin, help="ArcFace angle (rad) or CosFace cosine margin")
+    g.add_argument("--scale", type=float, default=m.scale, help="logit scale of the margin head")
+    g.add_argument("--ce-weight", type=float, default=m.ce_weight, help="weight of a plain CE head mixed in (0-1)")
+    g.add_argument("--cell-type-context", action="store_true", help="feed a cell-type one-hot to the neck")
+    g.add_argument("--dropout", type=float, default=m.dropout, help="dropout before the neck's linear layer")
+    g = p.add_argument_group("data and schedule")
+    g.add_argument("--image-size", type=int, default=t.image_size, help="network input side in pixels")
+    g.add_argument(
+        "--normalization",
+        choices=("site", "experiment"),
+        default=t.normalization,
+        help="standardize channels per site, or by per-experiment statistics",
+    )
+    g.add_argument("--epochs", type=int, default=t.epochs, help="passes over the training wells")
+    g.add_argument("--batch-size", type=int, default=t.batch_size, help="wells per micro-batch (per process)")
+    g.add_argument("--grad-accum", type=int, default=t.grad_accum, help="micro-batches per optimizer step")
+    g.add_argument("--lr", type=float, default=t.lr, help="peak AdamW learning rate")
+    g.add_argument("--weight-decay", type=float, default=t.weight_decay, help="AdamW weight decay")
+    g.add_argument("--warmup-steps", type=int, default=t.warmup_steps, help="linear warmup steps")
+    g.add_argument(
+        "--sampler",
+        choices=("experiment", "plate", "random"),
+        default=t.sampler,
+        help="fill each batch from one experiment / plate (per-batch BN statistics), or shuffle freely",
+    )
+    g.add_argument("--holdout", type=_csv, default=(), help="comma-separated experiments to hold out and validate on")
+    g.add_argument("--val-every", type=int, default=t.val_every, help="epochs between held-out validations")
+    g.add_argument("--no-augment", action="store_true", help="no dihedral / crop / intensity augmentation")
+    g.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (smoke runs)")
+    g.add_argument("--seed", type=int, default=t.seed, help="seed of initialization, data order and augmentation")
+    g = p.add_argument_group("hardware")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default=t.device, help="where to train")
+    g.add_argument("--workers", type=int, default=t.workers, help="data-loading processes")
+    g.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument(
+        "--checkpoint-every", type=int, default=t.checkpoint_every, help="optimizer steps between checkpoints"
+    )
+
+
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The typed config a `phenoprint train` command line asks for."""
+    model = ModelConfig(
+        backbone=args.backbone,
+        pretrained=args.pretrained,
+        embedding_dim=args.embedding_dim,
+        num_classes=args.num_classes,
+        head=args.head,
+        margin=args.margin,
+        scale=args.scale,
+        ce_weight=args.ce_weight,
+        cell_type_context=args.cell_type_context,
+        dropout=args.dropout,
+    )
+    return TrainConfig(
+        model=model,
+        image_size=args.image_size,
+        normalization=args.normalization,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_steps,
+        sampler=args.sampler,
+        holdout=tuple(args.holdout),
+        val_every=args.val_every,
+        augment=not args.no_augment,
+        workers=args.workers,
+        device=args.device,
+        amp=not args.no_amp,
+        compile=args.compile,
+        checkpoint_every=args.checkpoint_every,
+        seed=args.seed,
+        max_steps=args.max_steps,
+        data_root=str(args.data),
+        pack=None if args.pack is None else str(args.pack),
+    )
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from phenoprint.data.source import open_source
+    from phenoprint.embedder.train import train
+
+    config = train_config_from_args(args)
+    result = train(config, open_source(args.data, args.pack), args.out, resume=args.resume)
+    if result.fingerprint is not None:
+        val = "n/a" if result.val_top1 is None else f"{result.val_top1:.3f}"
+        print(f"trained {result.steps} steps; loss {result.final_loss:.4f}; held-out top-1 {val}")
+        print(f"run: {result.run_dir}  fingerprint: {result.fingerprint[:16]}")
+    return 0
+
+
+def _add_embed(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, required=True, help="a finished run directory (phenoprint train --out)")
+    _add_source(p)
+    p.add_argument(
+        "--out", type=Path, required=True, help="embedding table (.parquet); under torchrun a folder of part files"
+    )
+    p.add_argument("--experiment", type=_csv, default=None, help="comma-separated experiments (default: all)")
+    p.add_argument("--controls-only", action="store_true", help="embed only control wells")
+    p.add_argument("--tta", type=int, default=1, help="dihedral transforms averaged per site (1-8)")
+    p.add_argument("--per-site", action="store_true", help="one row per site (with Metadata_site) instead of per well")
+    p.add_argument("--bn-adapt", action="store_true", help="re-estimate batch-norm statistics per experiment")
+    p.add_argument("--batch-size", type=int, default=64, help="wells per forward pass")
+    p.add_argument("--workers", type=int, default=2, help="data-loading processes")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
+
+
+def _run_embed(args: argparse.Namespace) -> int:
+    from phenoprint.data.layout import site_status
+    from phenoprint.data.source import PngSource, open_source
+    from phenoprint.embedder.distributed import init_distributed, shutdown_distributed
+    from phenoprint.embedder.export import export_embeddings, select_wells
+    from phenoprint.embedder.inference import load_model
+
+    ctx = init_distributed(args.device)
+    try:
+        source = open_source(args.data, args.pack)
+        meta = source.metadata
+        if isinstance(source, PngSource):
+            present = site_status(meta, source.root)
+            if not present.all():
+                import logging
+
+                logging.getLogger("phenoprint").warning(
+                    "%d of %d listed sites have no images on disk and are not embedded",
+                    int((~present).sum()),
+                    len(meta),
+                )
+                meta = meta[present]
+        wells = select_wells(meta, args.experiment, args.controls_only)
+        model = load_model(args.model, "cuda" if ctx.device.type == "cuda" else "cpu")
+        path = export_embeddings(
+            model,
+            source,
+            args.out,
+            wells=wells,
+            tta=args.tta,
+            per_site=args.per_site,
+            bn_adapt=args.bn_adapt,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            progress=ctx.is_main,
+        )
+        print(f"wrote {path}")
+    finally:
+        shutdown_distributed()
+    return 0
+
+
+def add_build_index_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `phenoprint build-index` and `scripts/build_index.py` (one function, two entry points)."""
+    from phenoprint.index.commands import add_build_options, add_centering_options
+
+    p.add_argument("--model", type=Path, required=True, help="a finished run directory (phenoprint train --out)")
+    _add_source(p)
+    p.add_argument("--experiment", required=True, help="the new batch's experiment name")
+    p.add_argument("--out", type=Path, required=True, help="index directory to create or replace (atomically)")
+    p.add_argument(
+        "--reference",
+        type=Path,
+        required=True,
+        dest="reference_embeddings",
+        help="embeddings of the training experiments (phenoprint embed output of the same model)",
+    )
+    add_centering_options(p, reference_flag="--center-on")
+    add_build_options(p)
+    p.add_argument(
+        "--queries-out",
+        type=Path,
+        default=None,
+        help="also embed all the batch's wells and write them here (to classify them later)",
+    )
+    p.add_argument("--tta", type=int, default=1, help="dihedral transforms averaged per site (1-8)")
+    p.add_argument("--bn-adapt", action="store_true", help="re-estimate batch-norm statistics on the batch")
+    p.add_argument("--batch-size", type=int, default=64, help="wells per forward pass")
+    p.add_argument("--workers", type=int, default=2, help="data-loading processes")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
+
+
+def run_build_index(args: argparse.Namespace) -> int:
+    """Onboard one batch: embed its controls, fit its centering, write its index."""
+    from phenoprint.data.source import open_source
+    from phenoprint.embedder.inference import load_model
+    from phenoprint.embedder.onboard import onboard_experiment
+    from phenoprint.index.commands import index_config_from_args
+
+    result = onboard_experiment(
+        load_model(args.model, args.device),
+        open_source(args.data, args.pack),
+        args.experiment,
+        args.reference_embeddings,
+        args.out,
+        index_config_from_args(args, build=True),
+        queries_out=args.queries_out,
+        tta=args.tta,
+        bn_adapt=args.bn_adapt,
+        batch_size=args.batch_size,
+        workers=args.workers,
+    )
+    print(
+        f"onboarded {result.experiment}: {result.embedded_wells} wells embedded, {result.index_entries} index "
+        f"entries, {result.seconds:.1f} s -> {result.index_dir}"
+    )
+    if result.queries_path is not None:
+        print(f"wrote its embeddings to {result.queries_path}")
+    return 0
+
+
+COMMANDS = [
+    Command(
+        "train",
+        "train the 6-channel margin-loss embedder (CPU, GPU, or torchrun for many GPUs)",
+        _add_train,
+        _run_train,
+        description="Train a timm backbone with a BN-Linear-BN neck and an ArcFace / CosFace / cosine-softmax head "
+        "on the labelled wells of a data root. Multi-GPU: torchrun --nproc-per-node N -m phenoprint train …",
+    ),
+    Command(
+        "embed",
+        "export well (or site) embeddings of a data root as a Parquet embedding table",
+        _add_embed,
+        _run_embed,
+        description="Embed wells with a finished run (both sites averaged, optional dihedral TTA and per-experiment "
+        "BN adaptation). Under torchrun each rank embeds a shard of the experiments and writes a part file.",
+    ),
+    Command(
+        "build-index",
+        "onboard a new batch: embed its controls, fit its centering, build its index",
+        add_build_index_arguments,
+        run_build_index,
+        description="The per-new-batch job (also scripts/build_index.py). From the batch's images and a metadata "
+        "file that labels only its control wells: embed the controls, fit the batch's centering on them, and build "
+        "its index against the reference embeddings of the training experiments.",
+    ),
+]

@@ -52,6 +52,7 @@ INDEX_FILE = "index.faiss"
 ENTRIES_FILE = "entries.parquet"
 CENTERING_FILE = "centering.npz"
 PLATE_GROUPS_FILE = "plate_groups.json"
+PRODUCER_ARRAYS_FILE = "producer.npz"  # optional: arrays of whoever made the vectors (e.g. adapted BN statistics)
 ENTRY_COLUMNS = ("sirna_id", "experiment", "plate", "well", "cell_type", "well_type", "kind")
 
 Scope = Literal["same_cell_type", "all"]
@@ -189,6 +190,8 @@ class ExperimentIndex:
         plate_groups: treatment groups learned from the labelled wells of the other experiments in scope (None
             when there were no labelled treatments to learn them from).
         manifest: what ``manifest.json`` says (format version, dims, counts, fingerprint, creation time …).
+        producer_arrays: named arrays stored for whoever made the vectors (``producer.npz``; opaque to the index:
+            the embedder keeps the experiment's adapted batch-norm statistics there).
     """
 
     def __init__(
@@ -202,8 +205,10 @@ class ExperimentIndex:
         open_set: OpenSetThreshold,
         plate_groups: PlateGroups | None,
         manifest: dict[str, Any],
+        producer_arrays: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.entries = entries
+        self.producer_arrays = dict(producer_arrays or {})
         self.vectors = vectors
         self.centering = centering
         self.config = config
@@ -329,6 +334,8 @@ class ExperimentIndex:
             save_centering(tmp / CENTERING_FILE, self.centering)
             if self.plate_groups is not None:
                 write_json(tmp / PLATE_GROUPS_FILE, self.plate_groups.to_json())
+            if self.producer_arrays:
+                np.savez(tmp / PRODUCER_ARRAYS_FILE, **self.producer_arrays)
 
         def manifest(tmp: Path) -> dict[str, Any]:
             files = {f.name: f.stat().st_size for f in sorted(tmp.iterdir()) if f.is_file()}
@@ -374,6 +381,10 @@ class ExperimentIndex:
             centering = load_centering(path / CENTERING_FILE)
             pg_path = path / PLATE_GROUPS_FILE
             plate_groups = PlateGroups.from_json(read_json(pg_path)) if pg_path.is_file() else None
+            producer_arrays = {}
+            if (path / PRODUCER_ARRAYS_FILE).is_file():
+                with np.load(path / PRODUCER_ARRAYS_FILE, allow_pickle=False) as npz:
+                    producer_arrays = {k: npz[k] for k in npz.files}
         except (RuntimeError, OSError, ValueError, KeyError) as exc:
             raise IndexFormatError(f"{path}: unreadable index file ({type(exc).__name__}: {exc})") from exc
         dim = int(manifest["dim"])
@@ -398,6 +409,7 @@ class ExperimentIndex:
             open_set=OpenSetThreshold.from_json(manifest["open_set"]),
             plate_groups=plate_groups,
             manifest=manifest,
+            producer_arrays=producer_arrays,
         )
 
 
@@ -437,7 +449,12 @@ def _apply_search_params(index: faiss.Index, config: IndexConfig) -> None:
 
 
 def build_experiment_index(
-    table: EmbeddingTable, experiment: str, config: IndexConfig, fingerprint: str | None = None
+    table: EmbeddingTable,
+    experiment: str,
+    config: IndexConfig,
+    fingerprint: str | None = None,
+    producer: dict[str, Any] | None = None,
+    producer_arrays: dict[str, np.ndarray] | None = None,
 ) -> ExperimentIndex:
     """Build the index that names the siRNAs of ``experiment``'s wells.
 
@@ -453,6 +470,9 @@ def build_experiment_index(
         experiment: the target experiment.
         config: how to centre, what to index, which FAISS index.
         fingerprint: the model the embeddings came from (None: the table's own).
+        producer: JSON-serializable facts from whoever made the vectors, stored as the manifest's ``producer``
+            (the embedder records the experiment's input normalization there, which serving it needs).
+        producer_arrays: named arrays saved beside it (``producer.npz``), e.g. adapted batch-norm statistics.
 
     Raises:
         UnknownExperimentError: the experiment is not in the table.
@@ -481,6 +501,9 @@ def build_experiment_index(
     index = assemble_index(
         table, centred, stats, experiment, config, fingerprint or table.fingerprint, plate_groups=groups
     )
+    if producer:
+        index.manifest["producer"] = producer
+    index.producer_arrays = dict(producer_arrays or {})
     log.info(
         "built the index of %s: %d entries (%d siRNAs, %d experiments), %s on %s, %s, in %.2f s",
         experiment,

@@ -22,8 +22,13 @@ _CALIBRATION = ("training", "controls")
 _DEFAULT_RIDGE = 0.1
 
 
-def _add_centering_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--embeddings", type=Path, required=True, help="embedding table (.parquet file or folder of parts)")
+def add_centering_options(p: argparse.ArgumentParser, reference_flag: str = "--reference") -> None:
+    """Options of the batch centering and of the index scope (shared by every verb that builds indexes).
+
+    Args:
+        reference_flag: the option naming the wells the centering is fitted on (``dest="reference"``); verbs
+            whose ``--reference`` means something else rename it.
+    """
     p.add_argument(
         "--center",
         choices=_CENTER,
@@ -32,7 +37,8 @@ def _add_centering_options(p: argparse.ArgumentParser) -> None:
         "center_scale (standardize); tvn (standardize, then whiten with their regularized covariance)",
     )
     p.add_argument(
-        "--reference",
+        reference_flag,
+        dest="reference",
         choices=_REFERENCE,
         default="controls",
         help="wells the centering is fitted on: the experiment's control wells, or all its wells (for data "
@@ -47,10 +53,7 @@ def _add_centering_options(p: argparse.ArgumentParser) -> None:
         "dimension)",
     )
     p.add_argument(
-        "--ridge",
-        type=float,
-        default=_DEFAULT_RIDGE,
-        help="TVN: λ of (Σ + λI)^-1/2, as a fraction of Σ's mean eigenvalue",
+        "--ridge", type=float, default=0.1, help="TVN: λ of (Σ + λI)^-1/2, as a fraction of Σ's mean eigenvalue"
     )
     p.add_argument(
         "--scope",
@@ -60,9 +63,46 @@ def _add_centering_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _index_config(args: argparse.Namespace, **more: object) -> IndexConfig:
+def add_build_options(p: argparse.ArgumentParser) -> None:
+    """Options of the FAISS index and of the open-set threshold (verbs that write an index directory)."""
+    p.add_argument(
+        "--kind", choices=_KINDS, default="flat", help="flat: exact search; ivf / hnsw: approximate, for large indexes"
+    )
+    p.add_argument("--nlist", type=int, default=None, help="IVF lists (default: about 4·sqrt(entries))")
+    p.add_argument("--nprobe", type=int, default=16, help="IVF lists visited per query")
+    p.add_argument("--hnsw-m", type=int, default=32, help="HNSW neighbours per node")
+    p.add_argument("--ef-search", type=int, default=128, help="HNSW candidate list while searching")
+    p.add_argument(
+        "--open-set-quantile",
+        type=float,
+        default=0.05,
+        help="share of the calibration wells allowed below the unknown threshold (0 turns the flag off)",
+    )
+    p.add_argument(
+        "--open-set-calibration",
+        choices=("training", "controls"),
+        default="training",
+        help="calibrate the unknown threshold on the other experiments' treatment wells (leave-experiment-out), or "
+        "on this experiment's control wells (whose strong, whitened-away phenotypes make a poor stand-in for "
+        "treatments)",
+    )
+
+
+def index_config_from_args(args: argparse.Namespace, build: bool = False) -> IndexConfig:
+    """The IndexConfig the options of :func:`add_centering_options` (and :func:`add_build_options`) ask for."""
     from phenoprint.index.build import IndexConfig
 
+    more: dict[str, object] = {}
+    if build:
+        more = {
+            "kind": args.kind,
+            "nlist": args.nlist,
+            "nprobe": args.nprobe,
+            "hnsw_m": args.hnsw_m,
+            "ef_search": args.ef_search,
+            "open_set_quantile": args.open_set_quantile,
+            "open_set_calibration": args.open_set_calibration,
+        }
     return IndexConfig(
         center=args.center,
         reference=args.reference,
@@ -72,6 +112,10 @@ def _index_config(args: argparse.Namespace, **more: object) -> IndexConfig:
         scope=args.scope,
         **more,  # type: ignore[arg-type]
     )
+
+
+def _add_embeddings(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--embeddings", type=Path, required=True, help="embedding table (.parquet file or folder of parts)")
 
 
 def _add_index(p: argparse.ArgumentParser) -> None:
@@ -84,30 +128,11 @@ def _add_index(p: argparse.ArgumentParser) -> None:
         "FAISS, written atomically as a directory with a manifest.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    _add_centering_options(build)
+    _add_embeddings(build)
+    add_centering_options(build)
     build.add_argument("--experiment", required=True, help="the experiment whose wells the index will name")
     build.add_argument("--out", type=Path, required=True, help="index directory (replaced atomically if it exists)")
-    build.add_argument(
-        "--kind", choices=_KINDS, default="flat", help="flat: exact search; ivf / hnsw: approximate, for large indexes"
-    )
-    build.add_argument("--nlist", type=int, default=None, help="IVF lists (default: about 4·sqrt(entries))")
-    build.add_argument("--nprobe", type=int, default=16, help="IVF lists visited per query")
-    build.add_argument("--hnsw-m", type=int, default=32, help="HNSW neighbours per node")
-    build.add_argument("--ef-search", type=int, default=128, help="HNSW candidate list while searching")
-    build.add_argument(
-        "--open-set-quantile",
-        type=float,
-        default=0.05,
-        help="share of the calibration wells allowed below the unknown threshold (0 turns the flag off)",
-    )
-    build.add_argument(
-        "--open-set-calibration",
-        choices=_CALIBRATION,
-        default="training",
-        help="calibrate the unknown threshold on the other experiments' treatment wells (leave-experiment-out), or "
-        "on this experiment's control wells (whose strong, whitened-away phenotypes make a poor stand-in for "
-        "treatments)",
-    )
+    add_build_options(build)
     build.add_argument(
         "--fingerprint", default=None, help="model fingerprint to record (default: the embedding table's)"
     )
@@ -126,16 +151,7 @@ def _run_build(args: argparse.Namespace) -> int:
     from phenoprint.index.build import build_experiment_index
     from phenoprint.index.table import read_embeddings
 
-    config = _index_config(
-        args,
-        kind=args.kind,
-        nlist=args.nlist,
-        nprobe=args.nprobe,
-        hnsw_m=args.hnsw_m,
-        ef_search=args.ef_search,
-        open_set_quantile=args.open_set_quantile,
-        open_set_calibration=args.open_set_calibration,
-    )
+    config = index_config_from_args(args, build=True)
     table = read_embeddings(args.embeddings)
     index = build_experiment_index(table, args.experiment, config, fingerprint=args.fingerprint)
     index.save(args.out)
@@ -160,7 +176,8 @@ def _run_info(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(p: argparse.ArgumentParser) -> None:
-    _add_centering_options(p)
+    _add_embeddings(p)
+    add_centering_options(p)
     p.add_argument(
         "--holdout",
         default=None,
@@ -183,7 +200,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from phenoprint.index.table import read_embeddings
 
     table = read_embeddings(args.embeddings)
-    index_config = _index_config(args)
+    index_config = index_config_from_args(args)
     config = EvalConfig(
         index=index_config,
         holdout=tuple(e.strip() for e in args.holdout.split(",") if e.strip()) if args.holdout else None,

@@ -1,0 +1,123 @@
+"""Embedding export: a run's vectors for every well of a data root, as the index's embedding table."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from phenoprint.data.source import SiteSource
+from phenoprint.embedder.data import well_table
+from phenoprint.embedder.inference import LoadedModel, embed_wells
+from phenoprint.index.table import EmbeddingTable, feature_names, write_embeddings
+
+log = logging.getLogger(__name__)
+
+_META = {
+    "experiment": "Metadata_experiment",
+    "plate": "Metadata_plate",
+    "well": "Metadata_well",
+    "cell_type": "Metadata_cell_type",
+    "well_type": "Metadata_well_type",
+    "sirna_id": "Metadata_sirna_id",
+}
+
+
+def wells_to_table(
+    wells: pd.DataFrame,
+    vectors: np.ndarray,
+    fingerprint: str | None = None,
+    info: dict | None = None,
+    sites: np.ndarray | None = None,
+) -> EmbeddingTable:
+    """An embedding table from well rows (canonical columns) and their vectors (one row each).
+
+    Args:
+        sites: when the rows are sites, their site numbers (adds ``Metadata_site``).
+    """
+    meta = wells[list(_META)].rename(columns=_META).reset_index(drop=True)
+    if "dataset" in wells.columns:
+        meta["Metadata_dataset"] = wells["dataset"].to_numpy()
+    if sites is not None:
+        meta["Metadata_site"] = np.asarray(sites, dtype=np.int64)
+    return EmbeddingTable(
+        meta, vectors.astype(np.float32), tuple(feature_names(vectors.shape[1])), fingerprint, info or {}
+    )
+
+
+def select_wells(
+    metadata: pd.DataFrame, experiments: tuple[str, ...] | None = None, controls_only: bool = False
+) -> pd.DataFrame:
+    """Well rows to embed: optionally only some experiments, optionally only control wells."""
+    wells = well_table(metadata)
+    if experiments:
+        unknown = sorted(set(experiments) - set(wells.experiment))
+        if unknown:
+            from phenoprint.errors import UnknownExperimentError
+
+            raise UnknownExperimentError(unknown[0], set(wells.experiment))
+        wells = wells[wells.experiment.isin(experiments)]
+    if controls_only:
+        wells = wells[wells.well_type != "treatment"]
+    return wells.reset_index(drop=True)
+
+
+def export_embeddings(
+    model: LoadedModel,
+    source: SiteSource,
+    out: str | Path,
+    *,
+    wells: pd.DataFrame | None = None,
+    tta: int = 1,
+    per_site: bool = False,
+    bn_adapt: bool = False,
+    batch_size: int = 64,
+    workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    progress: bool = True,
+) -> Path:
+    """Embed wells and write the embedding table (fingerprint in the Parquet metadata).
+
+    With ``world_size`` > 1 (torchrun), rank r embeds every ``world_size``-th experiment starting at r, and
+    ``out`` is a folder that receives ``part-<r>-of-<n>.parquet``; :func:`phenoprint.index.table.read_embeddings`
+    reads the folder as one table. Sharding by experiment keeps BN adaptation per experiment exact.
+
+    Returns:
+        The file written by this process.
+    """
+    if wells is None:
+        wells = well_table(source.metadata)
+    exps = sorted(wells.experiment.unique())
+    mine = exps[rank::world_size]
+    wells = wells[wells.experiment.isin(mine)].reset_index(drop=True)
+    emb = embed_wells(
+        model.embedder,
+        source,
+        wells,
+        config=model.config,
+        device=model.device,
+        batch_size=batch_size,
+        tta=tta,
+        per_site=per_site,
+        bn_adapt=bn_adapt,
+        channel_stats=model.channel_stats,
+        workers=workers,
+        progress=progress,
+    )
+    info = {"tta": tta, "bn_adapt": bn_adapt, "per_site": per_site, "run": os.path.basename(str(model.run_dir))}
+    if per_site:
+        assert emb.site_vectors is not None
+        assert emb.site_rows is not None
+        rows = emb.wells.iloc[emb.site_rows.well_index.to_numpy()].reset_index(drop=True)
+        table = wells_to_table(rows, emb.site_vectors, model.fingerprint, info, sites=emb.site_rows.site.to_numpy())
+    else:
+        table = wells_to_table(emb.wells, emb.vectors, model.fingerprint, info)
+    out = Path(out)
+    target = out / f"part-{rank:05d}-of-{world_size:05d}.parquet" if world_size > 1 else out
+    write_embeddings(table, target)
+    log.info("wrote %d embeddings of %d experiments to %s", len(table), len(mine), target)
+    return target

@@ -1,0 +1,401 @@
+"""Embedding wells with a trained model: both sites averaged, optional dihedral TTA and per-experiment BN adaptation."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from phenoprint.data.source import SiteSource
+from phenoprint.embedder.checkpoint import MODEL_FILE, load_weights, read_run
+from phenoprint.embedder.config import TrainConfig
+from phenoprint.embedder.data import ChannelStats, WellDataset, collate_sites, experiment_channel_stats
+from phenoprint.embedder.distributed import resolve_device
+from phenoprint.embedder.model import Embedder
+from phenoprint.embedder.transforms import dihedral, resize, standardize_site
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """A finished run's embedder, ready for inference."""
+
+    embedder: Embedder
+    config: TrainConfig
+    fingerprint: str
+    run_dir: Path
+    device: torch.device
+    channel_stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None  # per-experiment, from training
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # one forward at a time
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.config.model.embedding_dim
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    def cell_type_index(self, cell_type: str | None) -> int:
+        """Index of a cell type in the model's one-hot order (-1 when unknown)."""
+        names = self.config.model.cell_types
+        return names.index(cell_type) if cell_type in names else -1
+
+    def embed_sites(
+        self,
+        sites: np.ndarray | Sequence[np.ndarray],
+        cell_type: str | None = None,
+        tta: int = 1,
+        channel_stats: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Embed the sites of one well held in memory; see :meth:`embed_batch`.
+
+        Returns:
+            The well's unit vector (d,) and the per-site unit vectors (S, d).
+        """
+        out = self.embed_batch([WellImages(np.asarray(sites), cell_type, channel_stats)], tta=tta)[0]
+        return out.well, out.sites
+
+    @torch.no_grad()
+    def embed_batch(self, wells: Sequence[WellImages], tta: int = 1) -> list[WellVectors]:
+        """Embed several wells held in memory in one forward pass (the HTTP service's micro-batches).
+
+        Each site is standardized like in training (by itself, or by its experiment's channel statistics
+        when the model was trained that way), resized to the model's input size, embedded (averaged over
+        ``tta`` dihedral transforms); a well's vector is the normalized mean of its sites'. Wells that carry
+        an experiment's adapted batch-norm statistics are embedded with them (see :func:`adapt_batchnorm`).
+
+        Raises:
+            ValueError: a well without sites, sites that are not (C, H, W) with the model's channel count, a
+                missing cell type for a cell-type-context model, or missing channel statistics for a model
+                trained with per-experiment normalization.
+        """
+        if not wells:
+            return []
+        images, cells, owner = [], [], []
+        for k, w in enumerate(wells):
+            sites = np.asarray(w.sites)
+            if sites.ndim != 4 or sites.shape[0] == 0 or sites.shape[1] != self.config.model.in_chans:
+                raise ValueError(
+                    f"expected (S, {self.config.model.in_chans}, H, W) sites with S >= 1, got shape {sites.shape}"
+                )
+            if self.config.normalization == "experiment" and w.channel_stats is None:
+                raise ValueError(
+                    "this model standardizes images by per-experiment channel statistics: pass the experiment's "
+                    "(mean, std), e.g. from its index manifest"
+                )
+            mean, std = w.channel_stats if self.config.normalization == "experiment" else (None, None)
+            for site in sites:
+                images.append(resize(standardize_site(site, mean, std), self.image_size))
+                owner.append(k)
+            if self.config.model.cell_type_context:
+                idx = self.cell_type_index(w.cell_type)
+                if idx < 0:
+                    raise ValueError(
+                        f"this model needs a cell type among {self.config.model.cell_types}, got {w.cell_type!r}"
+                    )
+                cells += [idx] * len(sites)
+        ct = torch.tensor(cells, dtype=torch.int64) if self.config.model.cell_type_context else None
+        owners = torch.tensor(owner)
+        stacked = torch.stack(images)
+        per_site = torch.empty(len(images), self.embedding_dim)
+        groups: dict[int, list[int]] = {}  # wells sharing batch-norm statistics run together
+        for k, w in enumerate(wells):
+            groups.setdefault(id(w.bn_state), []).append(k)
+        with self._lock:
+            for members in groups.values():
+                rows = torch.isin(owners, torch.tensor(members))
+                with using_batchnorm_state(self.embedder, wells[members[0]].bn_state):
+                    per_site[rows] = embed_tensor(
+                        self.embedder, stacked[rows], None if ct is None else ct[rows], self.device, tta=tta
+                    )
+        out = []
+        for k in range(len(wells)):
+            mine = per_site[owners == k]
+            well = F.normalize(mine.mean(0, keepdim=True), dim=1)[0]
+            out.append(WellVectors(well.numpy(), mine.numpy()))
+        return out
+
+
+@dataclass(frozen=True)
+class WellImages:
+    """One well's sites held in memory, for :meth:`LoadedModel.embed_batch`."""
+
+    sites: np.ndarray  # (S, C, H, W) uint8
+    cell_type: str | None = None  # needed by cell-type-context models
+    channel_stats: tuple[np.ndarray, np.ndarray] | None = None  # (mean, std) per channel, per-experiment models
+    bn_state: Mapping[str, np.ndarray] | None = None  # the experiment's adapted batch-norm statistics, if any
+
+
+@dataclass(frozen=True)
+class WellVectors:
+    """What :meth:`LoadedModel.embed_batch` returns per well."""
+
+    well: np.ndarray  # (d,) unit vector: the normalized mean of the site vectors
+    sites: np.ndarray  # (S, d) unit vectors
+
+
+def load_model(run_dir: str | Path, device: str = "auto") -> LoadedModel:
+    """Load a finished run (``model.safetensors`` + ``config.json`` + ``run.json``) for inference.
+
+    Raises:
+        CheckpointError: not a finished run, or weights that do not fit its config.
+    """
+    run_dir = Path(run_dir)
+    config, info = read_run(run_dir)
+    model_cfg = config.model
+    if model_cfg.pretrained:  # weights come from the file; never fetch at load time
+        from dataclasses import replace
+
+        model_cfg = replace(model_cfg, pretrained=False)
+    embedder = Embedder(model_cfg)
+    load_weights(embedder, run_dir / MODEL_FILE)
+    dev = resolve_device(device)
+    embedder.to(dev).eval()
+    stats = info.get("channel_stats")
+    channel_stats = None if not stats else {k: (np.asarray(m), np.asarray(s)) for k, (m, s) in stats.items()}
+    return LoadedModel(embedder, config, str(info["fingerprint"]), run_dir, dev, channel_stats)
+
+
+@torch.no_grad()
+def embed_tensor(
+    embedder: nn.Module, images: torch.Tensor, cell_type: torch.Tensor | None, device: torch.device, tta: int = 1
+) -> torch.Tensor:
+    """Unit vectors of a batch of standardized images, averaged over ``tta`` dihedral transforms (CPU float32)."""
+    if not 1 <= tta <= 8:
+        raise ValueError(f"tta must lie in 1-8, got {tta}")
+    images = images.to(device, non_blocking=True)
+    if device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    ct = None if cell_type is None else cell_type.to(device)
+    total = None
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        for k in range(tta):
+            out = embedder(dihedral(images, k) if k else images, ct).float()
+            total = out if total is None else total + out
+    assert total is not None
+    return F.normalize(total, dim=1).cpu()
+
+
+def _batchnorms(module: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
+    return {n: m for n, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+
+
+def adapt_batchnorm(
+    embedder: nn.Module, loader: DataLoader, device: torch.device, use_cell_type: bool, max_batches: int = 50
+) -> nn.Module:
+    """A copy of ``embedder`` whose batch-norm statistics are re-estimated on ``loader``'s images.
+
+    Test-time adaptation: the running means and variances become those of one experiment (cumulative
+    average over up to ``max_batches`` batches), the weights are untouched. Only the batch-norm layers
+    run in training mode while it does so (dropout stays off).
+    """
+    adapted = copy.deepcopy(embedder).eval()
+    bns = _batchnorms(adapted)
+    if not bns:
+        log.warning("the model has no batch-norm layers: BN adaptation does nothing")
+        return adapted
+    for m in bns.values():
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+        m.train()
+    with torch.no_grad():
+        for i, batch in enumerate(loader):
+            if i >= max_batches:
+                break
+            ct = batch["cell_type"].to(device) if use_cell_type else None
+            adapted(batch["image"].to(device), ct)
+    return adapted.eval()
+
+
+def adapt_to_wells(
+    embedder: nn.Module,
+    source: SiteSource,
+    wells: pd.DataFrame,
+    config: TrainConfig,
+    device: torch.device,
+    channel_stats: ChannelStats | None = None,
+    batch_size: int = 64,
+    workers: int = 0,
+) -> nn.Module:
+    """:func:`adapt_batchnorm` on the sites of some wells (one experiment's), read like for embedding."""
+    stats = channel_stats if config.normalization == "experiment" else None
+    ds = WellDataset(
+        source,
+        wells,
+        image_size=config.image_size,
+        train=False,
+        channel_stats=stats,
+        cell_types=config.model.cell_types,
+    )
+    loader = DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        collate_fn=collate_sites,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    return adapt_batchnorm(embedder, loader, device, config.model.cell_type_context)
+
+
+def batchnorm_state(module: nn.Module) -> dict[str, np.ndarray]:
+    """The running means and variances of every batch-norm layer (``<layer>.running_mean`` …) as float32 arrays."""
+    out = {}
+    for name, m in _batchnorms(module).items():
+        assert m.running_mean is not None
+        assert m.running_var is not None
+        out[f"{name}.running_mean"] = m.running_mean.detach().cpu().numpy().astype(np.float32)
+        out[f"{name}.running_var"] = m.running_var.detach().cpu().numpy().astype(np.float32)
+    return out
+
+
+@contextmanager
+def using_batchnorm_state(module: nn.Module, state: Mapping[str, np.ndarray] | None) -> Iterator[None]:
+    """Run ``module`` with other batch-norm statistics (e.g. an experiment's adapted ones), then restore its own.
+
+    Raises:
+        ValueError: ``state`` does not hold exactly the module's batch-norm statistics.
+    """
+    if not state:
+        yield
+        return
+    own = batchnorm_state(module)
+    if set(state) != set(own) or any(np.shape(state[k]) != own[k].shape for k in own):
+        raise ValueError("batch-norm statistics of another architecture; re-onboard the experiment with this model")
+    buffers = dict(module.named_buffers())
+    with torch.no_grad():
+        for k, v in state.items():
+            buffers[k].copy_(torch.as_tensor(v))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for k, v in own.items():
+                buffers[k].copy_(torch.as_tensor(v))
+
+
+@dataclass
+class WellEmbeddings:
+    """Embeddings of a set of wells: one unit vector per well, and optionally per site."""
+
+    wells: pd.DataFrame  # the input well rows, in order
+    vectors: np.ndarray  # (n_wells, d) float32
+    site_vectors: np.ndarray | None  # (n_sites, d) float32, when asked for
+    site_rows: pd.DataFrame | None  # which well and site each row of site_vectors is
+
+
+def embed_wells(
+    embedder: nn.Module,
+    source: SiteSource,
+    wells: pd.DataFrame,
+    *,
+    config: TrainConfig,
+    device: torch.device,
+    batch_size: int = 64,
+    tta: int = 1,
+    per_site: bool = False,
+    bn_adapt: bool = False,
+    channel_stats: ChannelStats | None = None,
+    workers: int = 0,
+    progress: bool = True,
+) -> WellEmbeddings:
+    """Embed wells (both sites averaged), experiment by experiment.
+
+    Args:
+        embedder: the network (left in eval mode).
+        source: where pixels come from.
+        wells: :func:`phenoprint.embedder.data.well_table` rows.
+        config: the run's config (image size, normalization, cell-type context).
+        device: where to run.
+        batch_size: wells per forward pass.
+        tta: dihedral transforms averaged (1-8).
+        per_site: also return one vector per site.
+        bn_adapt: re-estimate batch-norm statistics on each experiment's wells before embedding it.
+        channel_stats: per-experiment (mean, std) when the model uses per-experiment normalization; those of
+            experiments missing from it are computed from their wells.
+        workers: data-loading processes.
+        progress: show a progress bar.
+    """
+    embedder.eval()
+    stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+    if config.normalization == "experiment":
+        stats = dict(channel_stats or {})
+        missing = wells[~wells.experiment.isin(list(stats))]
+        if len(missing):
+            stats.update(experiment_channel_stats(source, missing, seed=config.seed))
+    use_ct = config.model.cell_type_context
+    wells = wells.reset_index(drop=True)
+    dim = config.model.embedding_dim
+    vectors = np.zeros((len(wells), dim), dtype=np.float32)
+    site_vecs: list[np.ndarray] = []
+    site_rows: list[tuple[int, int]] = []
+    bar = tqdm(total=len(wells) * tta, desc="embedding", unit="well", disable=not progress)
+    for _, idx in wells.groupby("experiment", sort=False).indices.items():
+        sub = wells.iloc[idx]
+        model = embedder
+        if bn_adapt:
+            model = adapt_to_wells(embedder, source, sub, config, device, stats, batch_size, workers)
+        site_sum: np.ndarray | None = None
+        owner = np.zeros(0, dtype=np.int64)
+        for k in range(tta):
+            ds = WellDataset(
+                source,
+                sub,
+                image_size=config.image_size,
+                train=False,
+                channel_stats=stats,
+                cell_types=config.model.cell_types,
+                dihedral_k=k,
+            )
+            loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_sites)
+            outs, owners = [], []
+            for batch in loader:
+                ct = batch["cell_type"] if use_ct else None
+                outs.append(embed_tensor(model, batch["image"], ct, device))
+                owners.append(batch["index"][batch["well_of_site"]])  # position of the well within `sub`
+                bar.update(len(batch["index"]))
+            out = torch.cat(outs).numpy().astype(np.float64)
+            owner = torch.cat(owners).numpy()
+            site_sum = out if site_sum is None else site_sum + out
+        assert site_sum is not None
+        well_sum = np.zeros((len(sub), dim), dtype=np.float64)
+        np.add.at(well_sum, owner, site_sum)
+        vectors[idx] = _unit(well_sum)
+        if per_site:
+            site_vecs.append(_unit(site_sum))
+            site_rows += [(int(idx[o]), int(s)) for o, s in zip(owner, _site_numbers(sub, owner), strict=True)]
+    bar.close()
+    if not per_site:
+        return WellEmbeddings(wells, vectors, None, None)
+    rows = pd.DataFrame(site_rows, columns=["well_index", "site"])
+    return WellEmbeddings(wells, vectors, np.concatenate(site_vecs), rows)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)).astype(np.float32)
+
+
+def _site_numbers(sub: pd.DataFrame, owner: np.ndarray) -> list[int]:
+    """Site number of each embedded site row (sites of a well come in the order of its ``sites`` tuple)."""
+    seen: dict[int, int] = {}
+    numbers = []
+    sites = sub["sites"].tolist()
+    for o in owner.tolist():
+        k = seen.get(o, 0)
+        numbers.append(int(sites[o][k]))
+        seen[o] = k + 1
+    return numbers

@@ -1,0 +1,182 @@
+"""Onboarding a new batch: embed its control wells, fit its centering, build its index against reference embeddings."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from phenoprint.data.layout import site_status
+from phenoprint.data.source import PngSource, SiteSource
+from phenoprint.embedder.data import experiment_channel_stats
+from phenoprint.embedder.export import select_wells, wells_to_table
+from phenoprint.embedder.inference import LoadedModel, adapt_to_wells, batchnorm_state, embed_wells
+from phenoprint.errors import EmbeddingTableError, MetadataError
+from phenoprint.index.build import IndexConfig, build_experiment_index
+from phenoprint.index.table import EmbeddingTable, read_embeddings, write_embeddings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OnboardResult:
+    """What onboarding one experiment produced."""
+
+    experiment: str
+    index_dir: Path
+    embedded_wells: int  # wells of the new experiment embedded (its controls, or all of them)
+    index_entries: int  # vectors in the new index
+    seconds: float
+    queries_path: Path | None  # the experiment's embeddings, when asked to write them
+
+
+def _wells_with_images(source: SiteSource, metadata: pd.DataFrame) -> pd.DataFrame:
+    if isinstance(source, PngSource):
+        present = site_status(metadata, source.root)
+        if not present.all():
+            log.warning(
+                "%d of %d listed sites of the new batch have no images; they are skipped",
+                int((~present).sum()),
+                len(present),
+            )
+        metadata = metadata[present]
+    return metadata
+
+
+def onboard_experiment(
+    model: LoadedModel,
+    source: SiteSource,
+    experiment: str,
+    reference: EmbeddingTable | str | Path,
+    out_dir: str | Path,
+    config: IndexConfig,
+    *,
+    embed_all: bool = False,
+    queries_out: str | Path | None = None,
+    tta: int = 1,
+    bn_adapt: bool = False,
+    batch_size: int = 64,
+    workers: int = 0,
+    progress: bool = True,
+) -> OnboardResult:
+    """Build the per-experiment index of a new batch from its images.
+
+    Only the batch's control wells need labels: they are embedded, the batch's centering is fitted on them,
+    and they join the labelled wells of the reference experiments (each centred with its own statistics)
+    in a new index written atomically to ``out_dir``. Rows of ``experiment`` already present in the
+    reference table are replaced by the fresh ones.
+
+    Args:
+        model: the embedder (its fingerprint must match the reference table's).
+        source: the new batch's images (PNGs or a pack).
+        experiment: the new batch's experiment name.
+        reference: embeddings of the training experiments (a table or a Parquet path).
+        out_dir: the index directory to create or replace.
+        config: centering and index options (``reference="all"`` embeds every well of the batch).
+        embed_all: embed every well of the batch, not only the controls (implied by ``reference="all"``
+            and by ``queries_out``).
+        queries_out: also write the batch's embeddings (every well) to this Parquet file.
+
+    Raises:
+        UnknownExperimentError: the experiment is not in the source's metadata.
+        MetadataError: the batch has no labelled control wells and the centering needs them.
+        EmbeddingTableError: the reference table came from another model.
+    """
+    started = time.perf_counter()
+    ref = reference if isinstance(reference, EmbeddingTable) else read_embeddings(reference)
+    if ref.fingerprint is not None and ref.fingerprint != model.fingerprint:
+        raise EmbeddingTableError(
+            f"the reference embeddings come from model {ref.fingerprint[:16]}…, not from {model.fingerprint[:16]}… "
+            "(re-export them with `phenoprint embed --model` of this run)"
+        )
+    everything = embed_all or config.reference == "all" or queries_out is not None
+    metadata = _wells_with_images(source, source.metadata)
+    wells = select_wells(metadata, (experiment,), controls_only=not everything)
+    controls = wells[(wells.well_type != "treatment") & wells.sirna_id.notna()]
+    if config.reference == "controls" and controls.empty:
+        raise MetadataError(
+            f"{experiment} has no labelled control wells with images; label its controls in the metadata, "
+            "or fit the centering on all its wells (--center-on all)"
+        )
+    stats = experiment_stats(model, source, metadata, experiment)
+    channel_stats = None if stats is None else {experiment: stats}
+    embedder = model.embedder
+    if bn_adapt:  # statistics need no labels: adapt on every well of the batch, whichever are embedded
+        every_well = select_wells(metadata, (experiment,))
+        embedder = adapt_to_wells(
+            embedder, source, every_well, model.config, model.device, channel_stats, batch_size, workers
+        )
+    emb = embed_wells(
+        embedder,
+        source,
+        wells,
+        config=model.config,
+        device=model.device,
+        batch_size=batch_size,
+        tta=tta,
+        channel_stats=channel_stats,
+        workers=workers,
+        progress=progress,
+    )
+    new = wells_to_table(emb.wells, emb.vectors, model.fingerprint, {"tta": tta, "bn_adapt": bn_adapt})
+    queries_path = None
+    if queries_out is not None:
+        queries_path = write_embeddings(new, queries_out)
+    keep = ref.subset(ref.meta["Metadata_experiment"].to_numpy() != experiment)
+    if ref.dim != new.dim:
+        raise EmbeddingTableError(f"reference embeddings have {ref.dim} dimensions, the model gives {new.dim}")
+    combined = _concat(keep, new)
+    producer: dict[str, object] = {"input_normalization": model.config.normalization, "tta": tta, "bn_adapt": bn_adapt}
+    if stats is not None:
+        producer["channel_mean"], producer["channel_std"] = stats[0].tolist(), stats[1].tolist()
+    index = build_experiment_index(
+        combined,
+        experiment,
+        config,
+        fingerprint=model.fingerprint,
+        producer=producer,
+        producer_arrays=batchnorm_state(embedder) if bn_adapt else None,
+    )
+    out = index.save(out_dir)
+    seconds = time.perf_counter() - started
+    log.info("onboarded %s: %d wells embedded, %d index entries, %.1f s", experiment, len(new), len(index), seconds)
+    return OnboardResult(experiment, Path(out), len(new), len(index), seconds, queries_path)
+
+
+def experiment_stats(
+    model: LoadedModel, source: SiteSource, metadata: pd.DataFrame, experiment: str
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The experiment's per-channel (mean, std) when the model standardizes per experiment, else None.
+
+    Statistics need no labels: they come from sites of all the experiment's wells (treatments included).
+    """
+    if model.config.normalization != "experiment":
+        return None
+    wells = select_wells(metadata, (experiment,))
+    return experiment_channel_stats(source, wells, seed=model.config.seed)[experiment]
+
+
+def bn_state_from_index(producer_arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """The adapted batch-norm statistics an onboarded index stored (None when it was built without adaptation)."""
+    state = {k: v for k, v in producer_arrays.items() if k.endswith((".running_mean", ".running_var"))}
+    return state or None
+
+
+def channel_stats_from_manifest(manifest: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """The per-experiment input statistics an onboarded index recorded (None when it recorded none)."""
+    producer = manifest.get("producer") or {}
+    if "channel_mean" not in producer:
+        return None
+    return np.asarray(producer["channel_mean"], dtype=np.float64), np.asarray(producer["channel_std"], dtype=np.float64)
+
+
+def _concat(a: EmbeddingTable, b: EmbeddingTable) -> EmbeddingTable:
+    if a.feature_names != b.feature_names:
+        raise EmbeddingTableError("reference and new embeddings have different feature columns")
+    cols = [c for c in a.meta.columns if c in b.meta.columns]
+    meta = pd.concat([a.meta[cols], b.meta[cols]], ignore_index=True)
+    return EmbeddingTable(meta, np.concatenate([a.features, b.features]), a.feature_names, b.fingerprint)

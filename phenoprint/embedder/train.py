@@ -1,0 +1,420 @@
+"""Training the embedder: AdamW with warmup + cosine, bf16/channels_last on CUDA, DDP, atomic checkpoints, resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from phenoprint.atomic import write_json_atomic
+from phenoprint.data.layout import site_status
+from phenoprint.data.source import PngSource, SiteSource
+from phenoprint.embedder.checkpoint import (
+    CONFIG_FILE,
+    RUN_FILE,
+    Position,
+    checkpoint_config,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    write_run,
+)
+from phenoprint.embedder.config import TrainConfig, config_to_dict
+from phenoprint.embedder.data import GroupBatchSampler, WellDataset, collate_train, experiment_channel_stats, well_table
+from phenoprint.embedder.distributed import DistContext, init_distributed, shutdown_distributed
+from phenoprint.embedder.model import TrainingModel
+from phenoprint.errors import CheckpointError, UnknownExperimentError
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+#: Validation embeds the held-out wells and the training wells of at most this many experiments per cell
+#: type as the kNN reference: enough for a stable top-1, bounded cost per epoch on the full release.
+VAL_REFERENCE_EXPERIMENTS = 3
+#: Config fields that may differ on --resume (they change where and how fast, not what is computed).
+RESUMABLE_CHANGES = frozenset(
+    {"workers", "device", "checkpoint_every", "max_steps", "data_root", "pack", "compile", "val_every"}
+)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished (or stopped) training run produced."""
+
+    run_dir: Path
+    fingerprint: str | None  # the model fingerprint (None on ranks other than 0, which write nothing)
+    steps: int
+    final_loss: float
+    val_top1: float | None
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: float) -> float:
+    """Learning-rate multiplier at optimizer step ``step``: linear warmup, then cosine to ``min_lr_ratio``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def split_wells(metadata: pd.DataFrame, holdout: tuple[str, ...], require_images_in: SiteSource | None = None):
+    """Labelled wells for training and for validation (the held-out experiments).
+
+    Raises:
+        UnknownExperimentError: a held-out experiment the data does not have.
+        ValueError: nothing left to train on.
+    """
+    known = set(metadata.experiment)
+    for exp in holdout:
+        if exp not in known:
+            raise UnknownExperimentError(exp, known)
+    if isinstance(require_images_in, PngSource):
+        present = site_status(metadata, require_images_in.root)
+        if not present.all():
+            log.warning(
+                "%d of %d listed sites have no images on disk and are left out of training",
+                int((~present).sum()),
+                len(present),
+            )
+        metadata = metadata[present]
+    wells = well_table(metadata)
+    wells = wells[wells.sirna_id.notna()].reset_index(drop=True)
+    is_val = wells.experiment.isin(holdout)
+    train_w, val_w = wells[~is_val].reset_index(drop=True), wells[is_val].reset_index(drop=True)
+    if train_w.empty:
+        raise ValueError("no labelled wells with images left to train on (check --holdout and the data root)")
+    return train_w, val_w
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on biases, norm weights and the logit scale (1-d or 0-d tensors)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _check_resumable(saved: TrainConfig, asked: TrainConfig) -> None:
+    a, b = config_to_dict(saved), config_to_dict(asked)
+    changed = sorted(k for k in a if a[k] != b.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        diffs = "; ".join(f"{k}: {a[k]!r} → {b.get(k)!r}" for k in changed)
+        raise CheckpointError(f"--resume with a different configuration ({diffs}); resume with the original options")
+
+
+class _MetricsLog:
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+
+    def write(self, **record: Any) -> None:
+        if self.enabled:
+            with open(self.path, "a") as fh:
+                fh.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+
+
+def train(
+    config: TrainConfig,
+    source: SiteSource,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train an embedder on the labelled wells of ``source`` and write a run directory.
+
+    Under ``torchrun`` every process calls this; rank 0 writes the run. On any failure (Ctrl-C included)
+    the last completed optimizer step is checkpointed before the error propagates, so ``resume=True``
+    continues from it.
+
+    Args:
+        config: the run's configuration (saved as ``config.json``).
+        source: PNGs or a pack.
+        run_dir: output folder (created); must be new unless ``resume``.
+        resume: continue from the latest checkpoint in ``run_dir``.
+        progress: show a progress bar.
+        on_step: called after every optimizer step with (step, loss).
+
+    Raises:
+        CheckpointError: ``run_dir`` already holds a run and ``resume`` is off, or the config differs on resume.
+    """
+    run_dir = Path(run_dir)
+    ctx = init_distributed(config.device)
+    try:
+        return _train(config, source, run_dir, ctx, resume, progress, on_step)
+    finally:
+        shutdown_distributed()
+
+
+def _train(
+    config: TrainConfig,
+    source: SiteSource,
+    run_dir: Path,
+    ctx: DistContext,
+    resume: bool,
+    progress: bool,
+    on_step: Callable[[int, float], None] | None,
+) -> TrainResult:
+    device = ctx.device
+    cuda = device.type == "cuda"
+    if not resume and ((run_dir / RUN_FILE).exists() or (run_dir / "checkpoints").exists()):
+        raise CheckpointError(f"{run_dir} already holds a run; pass --resume to continue it or choose a new --out")
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    if resume and ckpt is None:
+        log.warning("--resume: %s has no checkpoint yet; starting from scratch", run_dir)
+    if ckpt is not None:
+        _check_resumable(checkpoint_config(ckpt), config)
+
+    torch.manual_seed(config.seed)
+    meta = source.metadata
+    train_w, val_w = split_wells(meta, config.holdout, source)
+    max_label = int(train_w.sirna_id.max())
+    if max_label >= config.model.num_classes:
+        raise ValueError(
+            f"siRNA id {max_label} does not fit a head of {config.model.num_classes} classes; "
+            f"pass --num-classes {max_label + 1} or more"
+        )
+    stats = (
+        experiment_channel_stats(source, train_w, seed=config.seed) if config.normalization == "experiment" else None
+    )
+    dataset = WellDataset(
+        source,
+        train_w,
+        image_size=config.image_size,
+        train=True,
+        seed=config.seed,
+        augment=config.augment,
+        crop_scale=config.crop_scale,
+        jitter=config.intensity_jitter,
+        channel_stats=stats,
+        cell_types=config.model.cell_types,
+    )
+    groups = {
+        "experiment": train_w.experiment.to_numpy(),
+        "plate": (train_w.experiment + "/" + train_w.plate.astype(str)).to_numpy(),
+        "random": None,
+    }[config.sampler]
+    sampler = GroupBatchSampler(groups, len(dataset), config.batch_size, config.seed, ctx.rank, ctx.world_size)
+    micro_per_epoch = len(sampler)
+    steps_per_epoch = micro_per_epoch // config.grad_accum
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"{micro_per_epoch} batches per epoch cannot make one optimizer step with --grad-accum {config.grad_accum}"
+        )
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=config.workers,
+        collate_fn=collate_train,
+        pin_memory=cuda,
+        persistent_workers=False,
+    )
+
+    model = TrainingModel(config.model).to(device)
+    if cuda and config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
+    pos = Position(0, 0, 0)
+    if ckpt is not None:
+        pos = load_checkpoint(ckpt, model, optimizer)
+        log.info("resumed from %s (step %d, epoch %d, batch %d)", ckpt.name, pos.step, pos.epoch, pos.batch)
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(config_to_dict(config), run_dir / CONFIG_FILE)
+    net: nn.Module = model
+    if ctx.distributed:
+        net = DistributedDataParallel(model, device_ids=[device] if cuda else None)
+    if config.compile:
+        net = torch.compile(net)  # type: ignore[assignment]
+
+    metrics = _MetricsLog(run_dir / METRICS_FILE, ctx.is_main)
+    metrics.write(
+        event="start",
+        step=pos.step,
+        total_steps=total_steps,
+        train_wells=len(train_w),
+        val_wells=len(val_w),
+        world_size=ctx.world_size,
+        device=str(device),
+        pretrained_loaded=model.embedder.pretrained_loaded,
+    )
+    bar = tqdm(
+        total=total_steps, initial=pos.step, desc="training", unit="step", disable=not (progress and ctx.is_main)
+    )
+    step, saved_step = pos.step, pos.step
+    micro = micro_at_step = pos.batch
+    epoch = pos.epoch
+    last_loss = float("nan")
+    val_top1: float | None = None
+    window_images, window_start = 0, time.perf_counter()
+
+    def checkpoint(at: Position) -> None:
+        nonlocal saved_step
+        if ctx.is_main:
+            save_checkpoint(run_dir, model, optimizer, at, config)
+        saved_step = at.step
+
+    try:
+        while epoch < config.epochs and step < total_steps:
+            sampler.set_epoch(epoch, start_batch=micro)
+            optimizer.zero_grad(set_to_none=True)
+            net.train()
+            for batch in loader:
+                if micro >= steps_per_epoch * config.grad_accum or step >= total_steps:
+                    break
+                images = batch["image"].to(device, non_blocking=True)
+                if cuda and config.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                labels = batch["label"].to(device, non_blocking=True)
+                cell_type = batch["cell_type"].to(device) if config.model.cell_type_context else None
+                boundary = (micro + 1) % config.grad_accum == 0
+                # between optimizer steps, DDP need not all-reduce the accumulated gradients
+                skip_sync = not boundary and isinstance(net, DistributedDataParallel)
+                with net.no_sync() if skip_sync else nullcontext():  # type: ignore[operator]
+                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda and config.amp):
+                        parts = net(images, labels, cell_type)
+                    (parts.total / config.grad_accum).backward()
+                micro += 1
+                window_images += len(images)
+                if not boundary:
+                    continue
+                for group in optimizer.param_groups:
+                    group["lr"] = config.lr * lr_factor(step, total_steps, config.warmup_steps, config.min_lr_ratio)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                micro_at_step = micro
+                last_loss = float(parts.total.detach())
+                if not math.isfinite(last_loss):
+                    raise FloatingPointError(f"loss became {last_loss} at step {step}; lower --lr or check the data")
+                bar.update(1)
+                bar.set_postfix(loss=f"{last_loss:.3f}", epoch=epoch)
+                if step % 10 == 0 or step == total_steps:
+                    elapsed = time.perf_counter() - window_start
+                    metrics.write(
+                        event="train",
+                        step=step,
+                        epoch=epoch,
+                        loss=last_loss,
+                        margin_loss=float(parts.margin),
+                        ce_loss=None if parts.ce is None else float(parts.ce),
+                        lr=optimizer.param_groups[0]["lr"],
+                        images_per_s=round(window_images * ctx.world_size / max(elapsed, 1e-9), 2),
+                    )
+                    window_images, window_start = 0, time.perf_counter()
+                if on_step is not None:
+                    on_step(step, last_loss)
+                if step % config.checkpoint_every == 0:
+                    checkpoint(Position(step, epoch, micro))
+            if step >= total_steps and micro < steps_per_epoch * config.grad_accum:
+                break  # stopped by max_steps inside the epoch; the final checkpoint below records where
+            epoch, micro, micro_at_step = epoch + 1, 0, 0
+            if len(val_w) and (epoch % config.val_every == 0 or epoch == config.epochs):
+                val_top1 = _validate(model, source, train_w, val_w, config, ctx, stats)
+                metrics.write(event="validation", step=step, epoch=epoch, val_top1=val_top1)
+                if progress and ctx.is_main:
+                    bar.write(f"epoch {epoch}: held-out centred kNN top-1 = {val_top1:.3f}")
+    except BaseException:
+        if step > saved_step:
+            log.warning("training stopped at step %d; checkpointing it so --resume can continue", step)
+            checkpoint(Position(step, epoch, micro_at_step))
+        raise
+    finally:
+        bar.close()
+    if step > saved_step:
+        checkpoint(Position(step, epoch, micro))
+
+    fp: str | None = None
+    if ctx.is_main:
+        info = {
+            "steps": step,
+            "epochs_completed": epoch,
+            "final_loss": last_loss,
+            "val_top1": val_top1,
+            "train_experiments": sorted(train_w.experiment.unique()),
+            "holdout": list(config.holdout),
+            "num_train_wells": len(train_w),
+            "classes_seen": int(train_w.sirna_id.nunique()),
+            "pretrained_loaded": model.embedder.pretrained_loaded,
+            "world_size": ctx.world_size,
+            "channel_stats": None if stats is None else {k: [m.tolist(), s.tolist()] for k, (m, s) in stats.items()},
+        }
+        fp = write_run(run_dir, model.embedder, config, info)
+        metrics.write(event="end", step=step, fingerprint=fp, val_top1=val_top1)
+        log.info("run written to %s (fingerprint %s…)", run_dir, fp[:12])
+    ctx.barrier()
+    return TrainResult(run_dir, fp, step, last_loss, val_top1)
+
+
+def _validate(
+    model: TrainingModel,
+    source: SiteSource,
+    train_w: pd.DataFrame,
+    val_w: pd.DataFrame,
+    config: TrainConfig,
+    ctx: DistContext,
+    stats: dict | None,
+) -> float | None:
+    """Held-out centred kNN top-1 through ``phenoprint.index`` (rank 0 computes, the others wait)."""
+    result: float | None = None
+    if ctx.is_main:
+        from phenoprint.embedder.export import wells_to_table
+        from phenoprint.embedder.inference import embed_wells
+        from phenoprint.index.build import IndexConfig
+        from phenoprint.index.evaluate import EvalConfig, evaluate
+
+        ref = _reference_wells(train_w, val_w)
+        wells = pd.concat([val_w, ref], ignore_index=True)
+        was_training = model.embedder.training
+        emb = embed_wells(
+            model.embedder,
+            source,
+            wells,
+            config=config,
+            device=ctx.device,
+            batch_size=max(8, config.batch_size),
+            channel_stats=stats,
+            progress=False,
+        )
+        model.embedder.train(was_training)
+        table = wells_to_table(emb.wells, emb.vectors)
+        eval_config = EvalConfig(
+            index=IndexConfig(center="center", open_set_quantile=0.0),
+            holdout=tuple(sorted(val_w.experiment.unique())),
+            modes=("knn",),
+            replicate_map=False,
+            silhouette=False,
+        )
+        result = float(evaluate(table, eval_config).overall["knn_top1"])
+    ctx.barrier()
+    return result
+
+
+def _reference_wells(train_w: pd.DataFrame, val_w: pd.DataFrame) -> pd.DataFrame:
+    cell_types = set(val_w.cell_type)
+    rng = np.random.default_rng(0)
+    picked = []
+    for _, sub in train_w[train_w.cell_type.isin(cell_types)].groupby("cell_type"):
+        exps = sorted(sub.experiment.unique())
+        chosen = [exps[i] for i in sorted(rng.permutation(len(exps))[:VAL_REFERENCE_EXPERIMENTS])]
+        picked.append(sub[sub.experiment.isin(chosen)])
+    return pd.concat(picked, ignore_index=True) if picked else train_w.iloc[:0]

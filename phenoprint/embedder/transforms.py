@@ -1,0 +1,81 @@
+"""Input standardization and training augmentations, with explicit random generators so runs are reproducible."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
+
+#: Keeps the division finite on an empty (constant) channel.
+_STD_FLOOR = 1.0
+
+
+def standardize_site(site: np.ndarray | torch.Tensor, mean: np.ndarray | None = None, std: np.ndarray | None = None):
+    """Per-channel standardization of a (C, H, W) uint8 site to float32.
+
+    By default each site is standardized by its own per-channel mean and standard deviation, which
+    removes most gain/offset differences between batches before the network sees them. With ``mean`` and
+    ``std`` (per-channel, e.g. of a whole experiment) those are used instead.
+
+    Raises:
+        ValueError: not a (C, H, W) array.
+    """
+    x = torch.as_tensor(np.asarray(site)).float()
+    if x.ndim != 3:
+        raise ValueError(f"expected a (C, H, W) site, got shape {tuple(x.shape)}")
+    if mean is None or std is None:
+        m = x.mean(dim=(1, 2), keepdim=True)
+        s = x.std(dim=(1, 2), keepdim=True)
+    else:
+        m = torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        s = torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1)
+    return (x - m) / s.clamp(min=_STD_FLOOR)
+
+
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th of the 8 dihedral transforms (k in 0-7: rotation by 90*(k % 4), then a flip when k >= 4)."""
+    if not 0 <= k < 8:
+        raise ValueError(f"dihedral index must lie in 0-7, got {k}")
+    y = torch.rot90(x, k % 4, dims=(-2, -1))
+    return torch.flip(y, dims=(-1,)) if k >= 4 else y
+
+
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize (C, H, W) or (N, C, H, W) to ``size`` x ``size`` (antialiased bilinear); no-op at that size."""
+    if x.shape[-2:] == (size, size):
+        return x
+    batched = x if x.ndim == 4 else x.unsqueeze(0)
+    out = F.interpolate(batched, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return out if x.ndim == 4 else out.squeeze(0)
+
+
+def augment(
+    x: torch.Tensor,
+    rng: np.random.Generator,
+    size: int,
+    crop_scale: tuple[float, float] = (0.6, 1.0),
+    jitter: float = 0.1,
+) -> torch.Tensor:
+    """A random resized crop (square, area fraction in ``crop_scale``), a random dihedral transform, and
+    per-channel intensity jitter ``x * a + b`` with ``a`` in 1 ± jitter and ``b`` in ± jitter.
+
+    Args:
+        x: a standardized (C, H, W) float site.
+        rng: the generator every random choice is drawn from.
+        size: output side in pixels.
+    """
+    _, h, w = x.shape
+    lo, hi = crop_scale
+    if not 0.0 < lo <= hi <= 1.0:
+        raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {crop_scale}")
+    side = round(float(np.sqrt(rng.uniform(lo, hi) * h * w)))
+    side = max(1, min(side, h, w))
+    top = int(rng.integers(0, h - side + 1))
+    left = int(rng.integers(0, w - side + 1))
+    x = TF.resized_crop(x, top, left, side, side, [size, size], antialias=True)
+    x = dihedral(x, int(rng.integers(8)))
+    c = x.shape[0]
+    gain = torch.as_tensor(rng.uniform(1.0 - jitter, 1.0 + jitter, size=c), dtype=x.dtype).view(c, 1, 1)
+    bias = torch.as_tensor(rng.uniform(-jitter, jitter, size=c), dtype=x.dtype).view(c, 1, 1)
+    return x * gain + bias

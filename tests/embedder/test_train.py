@@ -1,0 +1,106 @@
+"""Training: the loss goes down, interruption + resume equals an uninterrupted run, runs are refused when unsafe."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from phenoprint.embedder.checkpoint import latest_checkpoint, read_run
+from phenoprint.embedder.config import ModelConfig, TrainConfig
+from phenoprint.embedder.train import lr_factor, train
+from phenoprint.errors import CheckpointError, UnknownExperimentError
+
+
+def _config(**kw) -> TrainConfig:
+    base = TrainConfig(
+        model=ModelConfig(backbone="resnet10t", embedding_dim=16, num_classes=8, head="cosface", margin=0.1, scale=8.0),
+        image_size=24,
+        epochs=4,
+        batch_size=8,
+        lr=3e-3,
+        warmup_steps=2,
+        workers=0,
+        checkpoint_every=2,
+        device="cpu",
+        seed=0,
+    )
+    return replace(base, **kw)
+
+
+def _losses(run: Path) -> list[float]:
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in lines if r["event"] == "train"]
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor() -> None:
+    f = [lr_factor(s, 100, 10, 0.01) for s in range(100)]
+    assert f[0] == pytest.approx(0.1)
+    assert f[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in itertools.pairwise(f[10:]))
+    assert lr_factor(100, 100, 10, 0.01) == pytest.approx(0.01)
+
+
+def test_a_tiny_run_lowers_the_loss_and_writes_a_run(fake_source, tmp_path: Path) -> None:
+    result = train(_config(epochs=12, checkpoint_every=100), fake_source, tmp_path / "run", progress=False)
+    config, info = read_run(tmp_path / "run")
+    assert config == _config(epochs=12, checkpoint_every=100)
+    assert info["fingerprint"] == result.fingerprint
+    assert info["steps"] == result.steps == 12 * 3
+    losses = [result.final_loss] if not (tmp_path / "run" / "metrics.jsonl").exists() else _losses(tmp_path / "run")
+    assert losses[-1] < 0.7 * losses[0]
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_resume_after_an_interruption_matches_an_uninterrupted_run(fake_source, tmp_path: Path) -> None:
+    config = _config(epochs=3)
+    full = train(config, fake_source, tmp_path / "full", progress=False)
+
+    def interrupt(step: int, loss: float) -> None:
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, fake_source, tmp_path / "cut", progress=False, on_step=interrupt)
+    ckpt = latest_checkpoint(tmp_path / "cut")
+    assert ckpt is not None
+    assert ckpt.name == "step-00000005"  # the interrupted step was saved on the way out
+    assert not (tmp_path / "cut" / "run.json").exists()
+    resumed = train(config, fake_source, tmp_path / "cut", resume=True, progress=False)
+    assert resumed.steps == full.steps
+    a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    assert resumed.fingerprint == full.fingerprint
+
+
+def test_an_existing_run_is_not_overwritten(fake_source, tmp_path: Path) -> None:
+    train(_config(max_steps=1), fake_source, tmp_path / "run", progress=False)
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        train(_config(max_steps=1), fake_source, tmp_path / "run", progress=False)
+
+
+def test_resume_with_another_config_is_refused(fake_source, tmp_path: Path) -> None:
+    train(_config(max_steps=2), fake_source, tmp_path / "run", progress=False)
+    with pytest.raises(CheckpointError, match=r"lr: 0\.003 → 0\.1"):
+        train(_config(max_steps=4, lr=0.1), fake_source, tmp_path / "run", resume=True, progress=False)
+
+
+def test_unknown_holdout_and_too_small_head_are_refused(fake_source, tmp_path: Path) -> None:
+    with pytest.raises(UnknownExperimentError, match="NOPE-01"):
+        train(_config(holdout=("NOPE-01",)), fake_source, tmp_path / "a", progress=False)
+    small = _config(model=replace(_config().model, num_classes=4))
+    with pytest.raises(ValueError, match="--num-classes 8"):
+        train(small, fake_source, tmp_path / "b", progress=False)
+
+
+def test_gradient_accumulation_counts_optimizer_steps(fake_source, tmp_path: Path) -> None:
+    result = train(_config(epochs=2, grad_accum=3, checkpoint_every=100), fake_source, tmp_path / "r", progress=False)
+    assert result.steps == 2 * (3 // 3)
