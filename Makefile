@@ -34,9 +34,9 @@ format: install
 	$(PY) -m ruff format $(LINT_PATHS)
 	$(PY) -m ruff check --fix $(LINT_PATHS)
 
+# generate -> train -> export -> onboard the held-out batches -> evaluate -> serve; DEMO_SERVE=0 stops after the query.
 demo: install
-	$(VENV)/bin/phenoprint synth --preset demo --out "$(DEMO_DIR)/data"
-	$(VENV)/bin/phenoprint preview "$(DEMO_DIR)/data" --out "$(DEMO_DIR)/previews" --limit 16
+	$(PY) scripts/demo.py --workdir "$(DEMO_DIR)"
 
 bench: install
 	@set -e; for s in scripts/bench_*.py; do \

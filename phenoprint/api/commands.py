@@ -1,7 +1,164 @@
-"""Command-line verbs of ``phenoprint.api``."""
+"""Command-line verbs of ``phenoprint.api``: ``serve``."""
 
 from __future__ import annotations
 
+import argparse
+import ipaddress
+import logging
+import sys
+from pathlib import Path
+
 from phenoprint.cli import Command
 
-COMMANDS: list[Command] = []
+log = logging.getLogger(__name__)
+
+
+def _add_serve(p: argparse.ArgumentParser) -> None:
+    # Each option is a Settings field of the same name; its default lives there (read from its PHENOPRINT_* variable),
+    # so an option left out is absent from the namespace and the variable applies.
+    unset = argparse.SUPPRESS
+    p.add_argument("--model", type=Path, default=unset, help="finished run directory (env PHENOPRINT_MODEL)")
+    p.add_argument(
+        "--indexes",
+        type=Path,
+        default=unset,
+        help="folder with one index directory per experiment, as scripts/build_index.py --out DIR/<EXPERIMENT> "
+        "writes them; new and replaced ones are picked up while serving (env PHENOPRINT_INDEXES)",
+    )
+    p.add_argument(
+        "--host",
+        default=unset,
+        help="interface to bind; 0.0.0.0 exposes the service to the network (env PHENOPRINT_HOST; default 127.0.0.1)",
+    )
+    p.add_argument("--port", type=int, default=unset, help="TCP port (env PHENOPRINT_PORT; default 8000)")
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default=unset,
+        help="where the embedder runs (env PHENOPRINT_DEVICE; default auto)",
+    )
+    p.add_argument(
+        "--max-upload-bytes",
+        type=int,
+        default=unset,
+        help="largest request body; larger ones get 413 (env PHENOPRINT_MAX_UPLOAD_BYTES; default 32 MiB)",
+    )
+    p.add_argument(
+        "--max-batch-wells",
+        type=int,
+        default=unset,
+        help="wells of concurrent requests embedded in one forward pass at most (env PHENOPRINT_MAX_BATCH_WELLS; "
+        "default 16)",
+    )
+    p.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=unset,
+        help="how long a forming batch waits for requests still decoding their images (env PHENOPRINT_BATCH_WAIT_MS; "
+        "default 2)",
+    )
+    p.add_argument(
+        "--reload-interval-s",
+        type=float,
+        default=unset,
+        help="seconds between scans of --indexes for new, replaced or removed indexes; 0 never rescans "
+        "(env PHENOPRINT_RELOAD_INTERVAL_S; default 5)",
+    )
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=unset,
+        help="CPU threads of a forward pass; set it to a container's CPU quota, whose host may show more cores "
+        "(env PHENOPRINT_TORCH_THREADS; default: torch's, one per visible core)",
+    )
+    p.add_argument(
+        "--tta",
+        type=int,
+        default=unset,
+        help="dihedral transforms averaged per site, 1-8 (env PHENOPRINT_TTA; default: each index's own, as "
+        "onboarding embedded its wells)",
+    )
+    p.add_argument(
+        "--classify-mode",
+        choices=("knn", "centroid"),
+        default=unset,
+        help="weighted kNN vote or nearest centroid (env PHENOPRINT_CLASSIFY_MODE; default centroid)",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=("critical", "error", "warning", "info", "debug"),
+        default=unset,
+        help="uvicorn's log level (env PHENOPRINT_LOG_LEVEL; default info)",
+    )
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    """Check the configuration, then run uvicorn on the app (which loads the model and indexes as it starts)."""
+    from pydantic import ValidationError
+
+    from phenoprint.api.settings import Settings
+
+    try:
+        settings = Settings(**{k: v for k, v in vars(args).items() if k in Settings.model_fields})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        print(f"phenoprint serve: error: invalid settings ({problems})", file=sys.stderr)
+        return 2
+    missing = [
+        f"--{name} (or PHENOPRINT_{name.upper()})" for name in ("model", "indexes") if getattr(settings, name) is None
+    ]
+    if missing:
+        print(f"phenoprint serve: error: nothing to serve: pass {' and '.join(missing)}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from phenoprint.api.app import create_app
+    from phenoprint.embedder.checkpoint import read_run
+    from phenoprint.embedder.distributed import resolve_device
+
+    assert settings.model is not None
+    read_run(settings.model)  # a bad run directory is a one-line CheckpointError here, not a startup traceback
+    try:
+        resolve_device(settings.device)
+    except ValueError as exc:
+        print(f"phenoprint serve: error: {exc}", file=sys.stderr)
+        return 2
+    if settings.api_key is None and not _is_loopback(settings.host):
+        log.warning(
+            "serving on %s without an API key: anyone who can reach port %d can use the service "
+            "(set PHENOPRINT_API_KEY to require X-API-Key)",
+            settings.host,
+            settings.port,
+        )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+COMMANDS: list[Command] = [
+    Command(
+        "serve",
+        "serve the model and the per-experiment indexes over HTTP (FastAPI + uvicorn)",
+        _add_serve,
+        _run_serve,
+        description="Run the HTTP service: POST /classify, /embed, /preview; GET /experiments, /sirnas/{id}, "
+        "/healthz, /readyz, /metrics (OpenAPI at /docs). Every option defaults from its PHENOPRINT_* environment "
+        "variable; PHENOPRINT_API_KEY (environment only, never a command-line argument) makes the data endpoints "
+        "require the X-API-Key header. Binds 127.0.0.1 unless told otherwise.",
+    ),
+]

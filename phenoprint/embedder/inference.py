@@ -97,7 +97,9 @@ class LoadedModel:
                     "this model standardizes images by per-experiment channel statistics: pass the experiment's "
                     "(mean, std), e.g. from its index manifest"
                 )
-            mean, std = w.channel_stats if self.config.normalization == "experiment" else (None, None)
+            mean, std = (None, None)
+            if self.config.normalization == "experiment" and w.channel_stats is not None:
+                mean, std = w.channel_stats
             for site in sites:
                 images.append(resize(standardize_site(site, mean, std), self.image_size))
                 owner.append(k)
@@ -112,15 +114,15 @@ class LoadedModel:
         owners = torch.tensor(owner)
         stacked = torch.stack(images)
         per_site = torch.empty(len(images), self.embedding_dim)
-        groups: dict[int, list[int]] = {}  # wells sharing batch-norm statistics run together
+        groups: dict[tuple[int, int], list[int]] = {}  # wells sharing batch-norm statistics and TTA run together
         for k, w in enumerate(wells):
-            groups.setdefault(id(w.bn_state), []).append(k)
+            groups.setdefault((id(w.bn_state), w.tta or tta), []).append(k)
         with self._lock:
-            for members in groups.values():
+            for (_, group_tta), members in groups.items():
                 rows = torch.isin(owners, torch.tensor(members))
                 with using_batchnorm_state(self.embedder, wells[members[0]].bn_state):
                     per_site[rows] = embed_tensor(
-                        self.embedder, stacked[rows], None if ct is None else ct[rows], self.device, tta=tta
+                        self.embedder, stacked[rows], None if ct is None else ct[rows], self.device, tta=group_tta
                     )
         out = []
         for k in range(len(wells)):
@@ -138,6 +140,7 @@ class WellImages:
     cell_type: str | None = None  # needed by cell-type-context models
     channel_stats: tuple[np.ndarray, np.ndarray] | None = None  # (mean, std) per channel, per-experiment models
     bn_state: Mapping[str, np.ndarray] | None = None  # the experiment's adapted batch-norm statistics, if any
+    tta: int | None = None  # dihedral transforms for this well; None: the ``tta`` of the call
 
 
 @dataclass(frozen=True)
@@ -373,10 +376,11 @@ def embed_wells(
             site_sum = out if site_sum is None else site_sum + out
         assert site_sum is not None
         well_sum = np.zeros((len(sub), dim), dtype=np.float64)
-        np.add.at(well_sum, owner, site_sum)
+        site_unit = _unit(site_sum)  # a site's vector is the normalized mean of its transforms', as in embed_batch
+        np.add.at(well_sum, owner, site_unit)
         vectors[idx] = _unit(well_sum)
         if per_site:
-            site_vecs.append(_unit(site_sum))
+            site_vecs.append(site_unit)
             site_rows += [(int(idx[o]), int(s)) for o, s in zip(owner, _site_numbers(sub, owner), strict=True)]
     bar.close()
     if not per_site:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import timm
 import torch
@@ -47,7 +48,8 @@ def create_backbone(name: str, pretrained: bool, in_chans: int) -> tuple[nn.Modu
 
 def backbone_width(backbone: nn.Module) -> int:
     """Width of a timm backbone's pooled output (``head_hidden_size`` when the model has a pre-logits layer)."""
-    return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
+    width: Any = getattr(backbone, "head_hidden_size", None) or backbone.num_features
+    return int(width)
 
 
 class Embedder(nn.Module):

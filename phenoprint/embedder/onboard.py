@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from torch import nn
 
 from phenoprint.data.layout import site_status
 from phenoprint.data.source import PngSource, SiteSource
@@ -104,7 +105,7 @@ def onboard_experiment(
         )
     stats = experiment_stats(model, source, metadata, experiment)
     channel_stats = None if stats is None else {experiment: stats}
-    embedder = model.embedder
+    embedder: nn.Module = model.embedder
     if bn_adapt:  # statistics need no labels: adapt on every well of the batch, whichever are embedded
         every_well = select_wells(metadata, (experiment,))
         embedder = adapt_to_wells(

@@ -102,7 +102,8 @@ def split_wells(metadata: pd.DataFrame, holdout: tuple[str, ...], require_images
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups: no weight decay on biases, norm weights and the logit scale (1-d or 0-d tensors)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)
@@ -226,7 +227,7 @@ def _train(
         num_workers=config.workers,
         collate_fn=collate_train,
         pin_memory=cuda,
-        persistent_workers=False,
+        persistent_workers=config.workers > 0,  # no worker restart at every epoch boundary
     )
 
     model = TrainingModel(config.model).to(device)

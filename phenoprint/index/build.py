@@ -335,7 +335,8 @@ class ExperimentIndex:
             if self.plate_groups is not None:
                 write_json(tmp / PLATE_GROUPS_FILE, self.plate_groups.to_json())
             if self.producer_arrays:
-                np.savez(tmp / PRODUCER_ARRAYS_FILE, **self.producer_arrays)
+                arrays: dict[str, Any] = dict(self.producer_arrays)
+                np.savez(tmp / PRODUCER_ARRAYS_FILE, **arrays)
 
         def manifest(tmp: Path) -> dict[str, Any]:
             files = {f.name: f.stat().st_size for f in sorted(tmp.iterdir()) if f.is_file()}

@@ -1,0 +1,73 @@
+"""Domain errors → HTTP statuses, at the edge; every message says what was wrong and what to send instead."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from phenoprint.api.batcher import BatcherClosedError
+from phenoprint.api.schemas import ErrorMessage, UnknownExperimentMessage
+from phenoprint.api.uploads import NotPngError
+from phenoprint.errors import ImageFormatError, UnknownExperimentError
+
+#: Statuses of the data endpoints, for the OpenAPI schema (422 comes from FastAPI's own validation).
+UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorMessage, "description": "an API key is configured and X-API-Key is missing or wrong"},
+}
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorMessage, "description": "the service is starting or stopping"},
+}
+UNKNOWN_EXPERIMENT: dict[int | str, dict[str, Any]] = {
+    404: {"model": UnknownExperimentMessage, "description": "no index of that experiment is loaded"},
+}
+UPLOAD: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorMessage, "description": "the body is not valid multipart/form-data"},
+    413: {"model": ErrorMessage, "description": "the request body exceeds the upload limit"},
+    415: {"model": ErrorMessage, "description": "a file is not a PNG"},
+}
+
+
+def invalid_field(field: str, message: str, kind: str = "value_error") -> RequestValidationError:
+    """A 422 in FastAPI's own shape (``detail``: a list of ``{loc, msg, type}``), for checks a schema cannot state."""
+    return RequestValidationError([{"loc": ("body", field), "msg": message, "type": kind}])
+
+
+def too_large(limit: int, size: int | None = None) -> HTTPException:
+    """The 413 of a request body over ``limit`` bytes."""
+    got = f"a body of {size:,} bytes" if size is not None else "a longer body"
+    return HTTPException(
+        413,
+        f"request too large: {got} was sent, the limit is {limit:,} bytes (PHENOPRINT_MAX_UPLOAD_BYTES); send one "
+        "well per request, 6 PNGs per site for 1 or 2 sites",
+    )
+
+
+async def _unknown_experiment(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, UnknownExperimentError)
+    body = UnknownExperimentMessage(detail=f"{exc}; send one of the known experiments", known=exc.known)
+    return JSONResponse(body.model_dump(), status_code=404)
+
+
+async def _not_png(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=415)
+
+
+async def _bad_image(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ImageFormatError)
+    error = {"loc": ["body", "files"], "msg": str(exc), "type": "image_format", "ctx": {"file": exc.source}}
+    return JSONResponse({"detail": [error]}, status_code=422)
+
+
+async def _closed(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": f"{exc}; retry shortly (see /readyz)"}, status_code=503)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the mapping: unknown experiment 404, not a PNG 415, any other image problem 422, closed 503."""
+    app.add_exception_handler(UnknownExperimentError, _unknown_experiment)
+    app.add_exception_handler(NotPngError, _not_png)  # handlers are looked up along the MRO: this one wins
+    app.add_exception_handler(ImageFormatError, _bad_image)
+    app.add_exception_handler(BatcherClosedError, _closed)

@@ -1,0 +1,271 @@
+"""The indexes being served: one per experiment folder, reloaded when a folder is written, replaced or removed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+
+from phenoprint.embedder.onboard import bn_state_from_index, channel_stats_from_manifest
+from phenoprint.errors import IndexFormatError, UnknownExperimentError
+from phenoprint.index.artifact import MANIFEST_NAME
+from phenoprint.index.build import ExperimentIndex
+
+log = logging.getLogger(__name__)
+
+#: How long a loaded index whose folder is missing stays served while a hidden sibling (``.NAME.old-*`` or
+#: ``.NAME.tmp-*``) says that it is being replaced; the two renames of a save are microseconds apart.
+REPLACE_GRACE_S = 60.0
+
+#: What identifies one written version of an index directory: the directory's and the manifest's inodes, and the
+#: manifest's mtime and size. ``ExperimentIndex.save`` renames a fresh directory into place, so every save changes it.
+Stamp = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedIndex:
+    """One experiment's index as served, with where and when it was read.
+
+    Attributes:
+        index: the index.
+        path: its directory.
+        stamp: the version of the directory that was read (see :data:`Stamp`).
+        loaded_at: when it was read (Unix time).
+        channel_stats: the experiment's per-channel input (mean, std) recorded by onboarding, if any.
+    """
+
+    index: ExperimentIndex
+    path: Path
+    stamp: Stamp
+    loaded_at: float
+    channel_stats: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def experiment(self) -> str:
+        return self.index.experiment
+
+    @cached_property
+    def bn_state(self) -> dict[str, np.ndarray] | None:
+        """The experiment's adapted batch-norm statistics stored by onboarding (None: built without adaptation)."""
+        return bn_state_from_index(self.index.producer_arrays)
+
+    @property
+    def tta(self) -> int:
+        """The dihedral transforms the index's own wells were embedded with (1 when it does not say)."""
+        producer = self.index.manifest.get("producer") or {}
+        tta = producer.get("tta", 1)
+        return int(tta) if isinstance(tta, int) and 1 <= tta <= 8 else 1
+
+    @cached_property
+    def sirna_kinds(self) -> Mapping[int, str]:
+        """siRNA id → its well type (treatment / positive_control / negative_control), from the entries."""
+        entries = self.index.entries
+        kinds = entries.groupby("sirna_id")["well_type"].agg(lambda s: s.value_counts().index[0])
+        return {int(k): str(v) for k, v in kinds.items()}
+
+
+@dataclass(frozen=True)
+class ReloadReport:
+    """What one scan of the index folder changed."""
+
+    loaded: tuple[str, ...] = ()  # experiments (re)loaded
+    removed: tuple[str, ...] = ()  # experiments whose folder is gone
+    failed: Mapping[str, str] = field(default_factory=dict)  # experiment → why its new version was refused
+    kept: tuple[str, ...] = ()  # experiments served unchanged
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.loaded or self.removed)
+
+
+class IndexRegistry:
+    """Every ``<root>/<EXPERIMENT>/`` index directory, swapped in atomically when a new version appears.
+
+    A scan (:meth:`refresh`) stats each non-hidden folder's ``manifest.json``; a folder whose stamp changed is
+    loaded completely in the calling thread, checked against the model, and only then replaces the old version in a
+    new mapping that is swapped in by one reference assignment. Readers take :meth:`snapshot` once per request and
+    never see a mix. Folders whose names start with ``.`` are never read: ``ExperimentIndex.save`` writes into such
+    a temporary sibling and renames it into place once the manifest is written. A version that cannot be read is
+    refused (logged once) and the previous one stays served.
+
+    Args:
+        root: the folder of index directories.
+        expected_fingerprint: the model's fingerprint (indexes of other models are refused).
+        expected_dim: the model's embedding dimension.
+        check: extra validation of a loaded index (raise :class:`IndexFormatError` to refuse it).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        expected_fingerprint: str | None = None,
+        expected_dim: int | None = None,
+        check: Callable[[LoadedIndex], None] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.expected_fingerprint = expected_fingerprint
+        self.expected_dim = expected_dim
+        self._check = check
+        self._indexes: Mapping[str, LoadedIndex] = MappingProxyType({})
+        self._refused: dict[str, tuple[Stamp, str]] = {}  # experiment → (stamp, why), so a bad version logs once
+        self._missing_since: dict[str, float] = {}  # loaded experiment → when its folder was first seen missing
+        self._lock = threading.Lock()  # one scan at a time; readers never take it
+        self.last_scan: float | None = None
+
+    def snapshot(self) -> Mapping[str, LoadedIndex]:
+        """The indexes served now (an immutable mapping; later reloads do not change it)."""
+        return self._indexes
+
+    def get(self, experiment: str) -> LoadedIndex:
+        """One experiment's index.
+
+        Raises:
+            UnknownExperimentError: no index of that experiment is loaded.
+        """
+        indexes = self._indexes
+        try:
+            return indexes[experiment]
+        except KeyError:
+            raise UnknownExperimentError(experiment, indexes) from None
+
+    @property
+    def refused(self) -> dict[str, str]:
+        """Experiments whose current folder could not be served, and why."""
+        return {name: why for name, (_, why) in self._refused.items()}
+
+    def refresh(self) -> ReloadReport:
+        """Scan the root once: load new or changed index directories, drop removed ones, swap the mapping."""
+        with self._lock:
+            report = self._scan()
+            self.last_scan = time.time()
+            return report
+
+    def _scan(self) -> ReloadReport:
+        current = dict(self._indexes)
+        try:
+            with os.scandir(self.root) as it:
+                listing = [(e.name, e.is_dir()) for e in it]
+        except OSError as exc:  # a folder that vanished or went unreadable: keep serving what is loaded
+            log.warning(
+                "cannot list the index folder %s (%s); serving the %d indexes already loaded",
+                self.root,
+                exc.strerror or exc,
+                len(current),
+            )
+            return ReloadReport(kept=tuple(current))
+        names = sorted(n for n, is_dir in listing if is_dir and not n.startswith("."))
+        hidden = [n for n, _ in listing if n.startswith(".")]
+        loaded: list[str] = []
+        failed: dict[str, str] = {}
+        kept: list[str] = []
+        for name in names:
+            path = self.root / name
+            stamp = _stamp(path)
+            if stamp is None:
+                if name not in current:
+                    log.debug("%s has no %s: not an index directory, skipped", path, MANIFEST_NAME)
+                else:
+                    kept.append(name)
+                continue
+            old = current.get(name)
+            if old is not None and old.stamp == stamp:
+                kept.append(name)
+                continue
+            refused = self._refused.get(name)
+            if refused is not None and refused[0] == stamp:  # the same bad version: already reported
+                failed[name] = refused[1]
+                if old is not None:
+                    kept.append(name)
+                continue
+            try:
+                fresh = self._load(path, stamp)
+            except _Replaced:  # written again while we read it: the next scan reads the newer version
+                if old is not None:
+                    kept.append(name)
+                continue
+            except IndexFormatError as exc:
+                why = str(exc)
+                self._refused[name] = (stamp, why)
+                failed[name] = why
+                action = "still serving the previous version" if old is not None else "not served"
+                log.warning("index %s refused (%s): %s", name, action, why)
+                if old is not None:
+                    kept.append(name)
+                continue
+            self._refused.pop(name, None)
+            current[name] = fresh
+            loaded.append(name)
+            log.info("%s index %s (%d entries) from %s", "reloaded" if old else "loaded", name, len(fresh.index), path)
+        removed = []
+        now = time.monotonic()
+        for name in set(self._missing_since) & set(names):
+            del self._missing_since[name]
+        for name in sorted(set(current) - set(names)):
+            # ExperimentIndex.save renames the old version aside (`.NAME.old-*`) before renaming the new one in:
+            # between the two renames the name is missing, but the old version is still there. Keep serving it, for
+            # a while: a save that crashed between its renames must not pin a deleted index forever.
+            missing_for = now - self._missing_since.setdefault(name, now)
+            if any(h.startswith(f".{name}.") for h in hidden) and missing_for < REPLACE_GRACE_S:
+                kept.append(name)
+                continue
+            del self._missing_since[name]
+            del current[name]
+            self._refused.pop(name, None)
+            removed.append(name)
+            log.info("index %s removed (its folder is gone)", name)
+        for name in set(self._refused) - set(names):
+            del self._refused[name]
+        self._indexes = MappingProxyType(current)
+        return ReloadReport(tuple(loaded), tuple(removed), failed, tuple(kept))
+
+    def _load(self, path: Path, stamp: Stamp) -> LoadedIndex:
+        try:
+            index = ExperimentIndex.load(path, self.expected_fingerprint, self.expected_dim)
+        except _UNREADABLE as exc:  # files written by another process: refuse them, never stop serving
+            if _stamp(path) != stamp:
+                raise _Replaced from exc
+            if isinstance(exc, IndexFormatError):
+                raise
+            raise IndexFormatError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from exc
+        if _stamp(path) != stamp:  # files of two versions may have been mixed: read it again next time
+            raise _Replaced
+        if index.experiment != path.name:
+            raise IndexFormatError(
+                f"{path}: holds the index of experiment {index.experiment}; an index folder is named after its "
+                f"experiment (scripts/build_index.py --out {path.parent}/{index.experiment})"
+            )
+        _warm_up(index)
+        loaded = LoadedIndex(index, path, stamp, time.time(), channel_stats_from_manifest(index.manifest))
+        if self._check is not None:
+            self._check(loaded)
+        return loaded
+
+
+_UNREADABLE = (IndexFormatError, OSError, ValueError, KeyError, TypeError, RuntimeError)
+
+
+class _Replaced(Exception):
+    """The directory changed while it was being read."""
+
+
+def _warm_up(index: ExperimentIndex) -> None:
+    """Compute the index's lazy parts (centroids, label codes, the search index) here rather than in a request."""
+    _ = index.centroids, index.entry_codes, index.control_ids
+    index.search(np.zeros((1, index.dim), dtype=np.float32), 1)
+
+
+def _stamp(path: Path) -> Stamp | None:
+    try:
+        d = os.stat(path)
+        m = os.stat(path / MANIFEST_NAME)
+    except OSError:
+        return None
+    return (d.st_ino, m.st_ino, m.st_mtime_ns, m.st_size)

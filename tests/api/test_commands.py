@@ -1,0 +1,134 @@
+"""``phenoprint serve``: a cheap import, clear refusals, and one real uvicorn process queried over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from phenoprint.cli import main
+from tests.api.conftest import TARGET, Artifacts, b02_parts
+
+
+def test_importing_the_verbs_stays_cheap() -> None:
+    code = (
+        "import sys, phenoprint.api.commands; "
+        "print(sorted(m for m in ('torch', 'faiss', 'fastapi', 'uvicorn', 'pydantic_settings') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.fixture
+def clean_env(monkeypatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("PHENOPRINT_") and name != "PHENOPRINT_RXRX1":
+            monkeypatch.delenv(name)
+
+
+def test_serve_without_a_model_says_what_to_pass(clean_env, capsys) -> None:
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "--model (or PHENOPRINT_MODEL) and --indexes (or PHENOPRINT_INDEXES)" in err
+
+
+def test_serve_refuses_a_bad_run_and_bad_settings(clean_env, monkeypatch, capsys, tmp_path: Path) -> None:
+    assert main(["serve", "--model", str(tmp_path), "--indexes", str(tmp_path)]) == 2
+    assert "not a finished phenoprint run" in capsys.readouterr().err
+    monkeypatch.setenv("PHENOPRINT_MAX_BATCH_WELLS", "0")
+    assert main(["serve", "--model", str(tmp_path), "--indexes", str(tmp_path)]) == 2
+    assert "invalid settings (max_batch_wells" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(artifacts: Artifacts, clean_env, tmp_path: Path):
+    """``phenoprint serve`` in its own process on a free localhost port; yields its base URL."""
+    port = _free_port()
+    log = (tmp_path / "serve.log").open("w")
+    env = {**os.environ, "PHENOPRINT_MAX_UPLOAD_BYTES": "100000"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "phenoprint",
+        "serve",
+        "--model",
+        str(artifacts.run),
+        "--indexes",
+        str(artifacts.indexes),
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+        "--log-level",
+        "info",
+    ]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(
+                    f"phenoprint serve exited with {proc.returncode}: {(tmp_path / 'serve.log').read_text()}"
+                )
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("phenoprint serve did not become ready in 120 s")
+            time.sleep(0.2)  # waiting for another process to start
+        yield base, proc, tmp_path / "serve.log"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+@pytest.mark.slow
+def test_a_real_server_classifies_over_http_and_stops_cleanly(server, artifacts: Artifacts, client) -> None:
+    base, proc, log = server
+    files = b02_parts(artifacts.source)
+    with httpx.Client(base_url=base, timeout=60) as http:
+        r = http.post("/classify", files=files, data={"experiment": TARGET, "top_k": "3"})
+        assert r.status_code == 200, r.text
+        in_process = client.post("/classify", files=files, data={"experiment": TARGET, "top_k": "3"}).json()
+        assert [p["sirna_id"] for p in r.json()["predictions"]] == [p["sirna_id"] for p in in_process["predictions"]]
+        assert r.headers.get("server") is None
+
+        big = [("files", (f"B02_s1_w{c}.png", b"\x89PNG" + b"\0" * 30_000, "image/png")) for c in range(1, 7)]
+        r = http.post("/classify", files=big, data={"experiment": TARGET})
+        assert r.status_code == 413
+        assert "the limit is 100,000 bytes" in r.json()["detail"]
+
+        head = b'--x\r\nContent-Disposition: form-data; name="files"; filename="B02_s1_w1.png"\r\n\r\n'
+        body = head + b"\x89PNG" + b"\0" * 200_000 + b"\r\n--x--\r\n"  # valid multipart, over the limit
+
+        def chunks():
+            yield from (body[i : i + 10_000] for i in range(0, len(body), 10_000))
+
+        r = http.post("/embed", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+        assert r.status_code == 413
+        assert http.get("/healthz").json() == {"status": "ok"}
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down
+    assert "Application shutdown complete" in log.read_text()

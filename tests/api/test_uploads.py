@@ -1,0 +1,194 @@
+"""Uploaded PNGs → sites: the happy path against the source arrays, and every refusal naming the file and the fix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from phenoprint.api.uploads import NotPngError, UploadedFile, read_well
+from phenoprint.errors import ImageFormatError
+from tests.api.conftest import png
+
+
+def _site(seed: int, size: tuple[int, int] = (8, 10)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(6, *size), dtype=np.uint8)
+
+
+def _files(sites: dict[int, np.ndarray], prefix: str = "B02_") -> list[UploadedFile]:
+    return [UploadedFile(f"{prefix}s{s}_w{c + 1}.png", png(a[c])) for s, a in sites.items() for c in range(6)]
+
+
+def test_two_sites_in_any_order_decode_to_the_source_arrays() -> None:
+    sites = {1: _site(1), 2: _site(2)}
+    files = _files(sites)[::-1]
+    well = read_well(files)
+    assert well.site_numbers == (1, 2)
+    assert well.well == "B02"
+    np.testing.assert_array_equal(well.sites, np.stack([sites[1], sites[2]]))
+
+
+@pytest.mark.parametrize("prefix", ["", "HUVEC-01_1_", "some folder/b02_", "C:\\data\\B02_"])
+def test_the_well_prefix_is_optional(prefix: str) -> None:
+    well = read_well(_files({2: _site(3)}, prefix))
+    assert well.site_numbers == (2,)
+    assert well.sites.shape == (1, 6, 8, 10)
+    assert well.well == ("B02" if "02" in prefix else None)
+
+
+def _refusal(files: list[UploadedFile], **kw) -> ImageFormatError:
+    with pytest.raises(ImageFormatError) as info:
+        read_well(files, **kw)
+    return info.value
+
+
+def test_a_missing_channel_is_named() -> None:
+    files = [f for f in _files({1: _site(1)}) if "_w3" not in f.name and "_w5" not in f.name]
+    err = _refusal(files)
+    assert err.source == "site 1"
+    assert "w3, w5 missing" in err.problem
+    assert "w1-w6" in err.problem
+
+
+def test_a_channel_sent_twice_is_named() -> None:
+    files = _files({1: _site(1)})
+    files.append(UploadedFile("copy_s1_w4.png", files[3].data))
+    err = _refusal(files)
+    assert err.source == "copy_s1_w4.png"
+    assert "w4 of site 1 was sent twice" in err.problem
+    assert "B02_s1_w4.png" in err.problem
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("B02_w1.png", "does not say its site and channel"),
+        ("B02_s1_w1.tif", "does not say its site and channel"),
+        ("", "does not say its site and channel"),
+        ("B02_s1_w7.png", "channel w7 does not exist"),
+        ("B02_s3_w1.png", "site s3 does not exist"),
+    ],
+)
+def test_bad_names_are_refused_with_the_expected_form(name: str, words: str) -> None:
+    files = _files({1: _site(1)})
+    files[0] = UploadedFile(name, files[0].data)
+    assert words in _refusal(files).problem
+
+
+def test_too_many_and_no_files() -> None:
+    files = _files({1: _site(1), 2: _site(2)})
+    assert "13 files were sent, at most 12" in _refusal([*files, files[0]]).problem
+    assert "no files were sent" in _refusal([]).problem
+    assert "at most 6" in _refusal(files, max_sites=1).problem
+    mixed = files[:3] + files[9:]
+    assert "files of sites 1 and 2 were sent; send the 6 PNGs of one site" in _refusal(mixed, max_sites=1).problem
+
+
+def test_files_of_two_wells_are_refused() -> None:
+    files = _files({1: _site(1)}) + _files({2: _site(2)}, prefix="C03_")
+    err = _refusal(files)
+    assert "C03" in err.problem
+    assert "B02" in err.problem
+    assert "one well per request" in err.problem
+
+
+def test_planes_of_different_sizes_within_and_across_sites() -> None:
+    files = _files({1: _site(1)})
+    files[2] = UploadedFile(files[2].name, png(np.zeros((5, 5), dtype=np.uint8)))
+    err = _refusal(files)
+    assert err.source == "B02_s1_w3.png"
+    assert "differs from" in err.problem
+    err = _refusal(_files({1: _site(1), 2: _site(2, size=(9, 9))}))
+    assert err.source == "B02_s2_w1.png"
+    assert "both sites" in err.problem
+
+
+def test_not_a_png_is_its_own_error_and_damaged_pngs_are_image_errors() -> None:
+    files = _files({1: _site(1)})
+    bad = [*files[:5], UploadedFile(files[5].name, b"GIF89a" + b"\x00" * 40)]
+    with pytest.raises(NotPngError, match=r"B02_s1_w6\.png: not a PNG"):
+        read_well(bad)
+    for data, words in [
+        (files[5].data[:60], "truncated or corrupt"),
+        (b"", "an empty file"),
+        (png(np.zeros((4, 4, 3), dtype=np.uint8)), "mode 'RGB'"),
+    ]:
+        err = _refusal([*files[:5], UploadedFile(files[5].name, data)])
+        assert not isinstance(err, NotPngError)
+        assert words in err.problem
+
+
+def test_images_over_the_pixel_limit_are_refused_before_decoding() -> None:
+    err = _refusal(_files({1: _site(1)}), max_pixels=79)
+    assert "image of 10x8 pixels exceeds the 79-pixel limit" in err.problem
+
+
+NAMES = st.one_of(
+    st.builds(
+        lambda w, s, c: f"{w}s{s}_w{c}.png", st.sampled_from(["", "B02_", "x_"]), st.integers(0, 4), st.integers(0, 8)
+    ),
+    st.text(max_size=30),
+)
+DATA = st.one_of(
+    st.binary(max_size=64),
+    st.sampled_from([png(np.zeros((3, 3), dtype=np.uint8)), png(np.ones((4, 3), dtype=np.uint8))]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.builds(UploadedFile, NAMES, DATA), max_size=14))
+def test_any_upload_is_decoded_or_refused_with_an_image_error(files: list[UploadedFile]) -> None:
+    problem = None
+    try:
+        well = read_well(files)
+    except ImageFormatError as exc:
+        problem = exc.problem
+    if problem is not None:
+        assert problem  # every refusal says what was wrong
+    else:
+        assert well.sites.ndim == 4
+        assert well.sites.shape[:2] == (len(well.site_numbers), 6)
+
+
+@pytest.fixture(scope="module")
+def real_planes(artifacts) -> list[bytes]:
+    from tests.api.conftest import TARGET, site_pngs, well_of
+
+    return list(site_pngs(artifacts.source, TARGET, well_of(artifacts.source, TARGET, 0), 1).values())
+
+
+PART_NAMES = st.one_of(
+    st.builds(lambda s, c: f"B02_s{s}_w{c}.png", st.integers(0, 3), st.integers(0, 7)),
+    st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=40),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_any_multipart_request_gets_a_200_or_a_clear_4xx_never_a_5xx(client, real_planes, data) -> None:
+    from tests.api.conftest import TARGET
+
+    contents = st.one_of(
+        st.sampled_from(real_planes),
+        st.sampled_from(real_planes).map(lambda b: b[: len(b) // 2]),
+        st.binary(max_size=200),
+        st.just(png(np.zeros((3, 3, 3), dtype=np.uint8))),
+        st.just(png(np.zeros((7, 7), dtype=np.uint8))),
+    )
+    n = data.draw(st.integers(0, 14), label="parts")
+    parts = [("files", (data.draw(PART_NAMES), data.draw(contents), "image/png")) for _ in range(n)]
+    if data.draw(st.booleans(), label="a well's real files"):
+        parts = [("files", (f"B02_s1_w{c + 1}.png", real_planes[c], "image/png")) for c in range(6)] + parts[:2]
+    fields = {
+        "experiment": data.draw(st.sampled_from([TARGET, "U2OS-77", ""])),
+        "top_k": data.draw(st.sampled_from(["3", "0", "x"])),
+    }
+    path = data.draw(st.sampled_from(["/classify", "/embed", "/preview"]))
+    r = client.post(path, files=parts or None, data=fields)
+    assert r.status_code in (200, 404, 415, 422), r.text
+    if r.status_code != 200:
+        detail = r.json()["detail"]
+        assert detail
+        if isinstance(detail, list):
+            assert all(e["msg"] for e in detail)
