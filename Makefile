@@ -38,11 +38,12 @@ format: install
 demo: install
 	$(PY) scripts/demo.py --workdir "$(DEMO_DIR)"
 
+# every scripts/bench_*.py -> benchmarks/results/<name>.json, then BENCHMARKS.md from them
 bench: install
 	@set -e; for s in scripts/bench_*.py; do \
-		[ -e "$$s" ] || { echo "no benchmarks yet"; break; }; \
 		echo "== $$s"; $(PY) "$$s" --out "benchmarks/results/$$(basename $$s .py).json"; \
 	done
+	$(PY) scripts/write_benchmarks.py
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache .mypy_cache

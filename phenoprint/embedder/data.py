@@ -181,15 +181,26 @@ class GroupBatchSampler(Sampler[list[tuple[int, int]]]):
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
-        self.epoch = 0
-        self.start_batch = 0
         total = sum(math.ceil(len(m) / batch_size) for m in self.members)
         self._per_rank = max(1, total // world_size)
+        self.set_epoch(0)
 
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        """Choose the epoch (its order follows from the seed) and skip its first ``start_batch`` batches."""
+    def set_epoch(self, epoch: int, start_batch: int = 0, *, through: int | None = None, per_epoch: int | None = None):
+        """Choose the epoch (its order follows from the seed) and skip its first ``start_batch`` batches.
+
+        With ``through``, one pass runs on through the epochs after it up to ``through - 1``, each cut to its first
+        ``per_epoch`` batches: the training loop uses one loader iterator for the whole run, so the workers keep
+        prefetching across epoch boundaries instead of draining and refilling at each one.
+        """
         self.epoch = epoch
         self.start_batch = start_batch
+        self.through = epoch + 1 if through is None else max(through, epoch + 1)
+        self.per_epoch = self._per_rank if per_epoch is None else min(per_epoch, self._per_rank)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Batches of one epoch on this rank."""
+        return self._per_rank
 
     def batches(self, epoch: int) -> list[np.ndarray]:
         """Every batch of an epoch, before splitting among ranks."""
@@ -205,12 +216,13 @@ class GroupBatchSampler(Sampler[list[tuple[int, int]]]):
         return [out[i] for i in rng.permutation(len(out))]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        mine = self.batches(self.epoch)[self.rank :: self.world_size][: self._per_rank]
-        for b in mine[self.start_batch :]:
-            yield [(self.epoch, int(i)) for i in b]
+        for epoch in range(self.epoch, self.through):
+            mine = self.batches(epoch)[self.rank :: self.world_size][: self.per_epoch]
+            for b in mine[self.start_batch if epoch == self.epoch else 0 :]:
+                yield [(epoch, int(i)) for i in b]
 
     def __len__(self) -> int:
-        return self._per_rank - self.start_batch
+        return (self.through - self.epoch) * self.per_epoch - self.start_batch
 
 
 def experiment_channel_stats(

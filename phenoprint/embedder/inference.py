@@ -316,7 +316,7 @@ def embed_wells(
     workers: int = 0,
     progress: bool = True,
 ) -> WellEmbeddings:
-    """Embed wells (both sites averaged), experiment by experiment.
+    """Embed wells (both sites averaged; experiment by experiment with ``bn_adapt``).
 
     Args:
         embedder: the network (left in eval mode).
@@ -346,41 +346,36 @@ def embed_wells(
     vectors = np.zeros((len(wells), dim), dtype=np.float32)
     site_vecs: list[np.ndarray] = []
     site_rows: list[tuple[int, int]] = []
-    bar = tqdm(total=len(wells) * tta, desc="embedding", unit="well", disable=not progress)
-    for _, idx in wells.groupby("experiment", sort=False).indices.items():
+    bar = tqdm(total=len(wells), desc="embedding", unit="well", disable=not progress)
+    # one loader over every well, unless each experiment needs its own adapted batch-norm statistics
+    parts = wells.groupby("experiment", sort=False).indices.values() if bn_adapt else [np.arange(len(wells))]
+    for idx in parts:
         sub = wells.iloc[idx]
         model = embedder
         if bn_adapt:
             model = adapt_to_wells(embedder, source, sub, config, device, stats, batch_size, workers)
-        site_sum: np.ndarray | None = None
-        owner = np.zeros(0, dtype=np.int64)
-        for k in range(tta):
-            ds = WellDataset(
-                source,
-                sub,
-                image_size=config.image_size,
-                train=False,
-                channel_stats=stats,
-                cell_types=config.model.cell_types,
-                dihedral_k=k,
-            )
-            loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_sites)
-            outs, owners = [], []
-            for batch in loader:
-                ct = batch["cell_type"] if use_ct else None
-                outs.append(embed_tensor(model, batch["image"], ct, device))
-                owners.append(batch["index"][batch["well_of_site"]])  # position of the well within `sub`
-                bar.update(len(batch["index"]))
-            out = torch.cat(outs).numpy().astype(np.float64)
-            owner = torch.cat(owners).numpy()
-            site_sum = out if site_sum is None else site_sum + out
-        assert site_sum is not None
+        ds = WellDataset(
+            source,
+            sub,
+            image_size=config.image_size,
+            train=False,
+            channel_stats=stats,
+            cell_types=config.model.cell_types,
+        )
+        loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_sites)
+        outs, owners = [], []
+        for batch in loader:  # each site is read once; the TTA transforms run on the device
+            ct = batch["cell_type"] if use_ct else None
+            outs.append(embed_tensor(model, batch["image"], ct, device, tta=tta))
+            owners.append(batch["index"][batch["well_of_site"]])  # position of the well within `sub`
+            bar.update(len(batch["index"]))
+        site_unit = torch.cat(outs).numpy().astype(np.float64)  # the normalized mean of each site's transforms
+        owner = torch.cat(owners).numpy()
         well_sum = np.zeros((len(sub), dim), dtype=np.float64)
-        site_unit = _unit(site_sum)  # a site's vector is the normalized mean of its transforms', as in embed_batch
         np.add.at(well_sum, owner, site_unit)
         vectors[idx] = _unit(well_sum)
         if per_site:
-            site_vecs.append(site_unit)
+            site_vecs.append(site_unit.astype(np.float32))
             site_rows += [(int(idx[o]), int(s)) for o, s in zip(owner, _site_numbers(sub, owner), strict=True)]
     bar.close()
     if not per_site:

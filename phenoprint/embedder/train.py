@@ -212,7 +212,7 @@ def _train(
         "random": None,
     }[config.sampler]
     sampler = GroupBatchSampler(groups, len(dataset), config.batch_size, config.seed, ctx.rank, ctx.world_size)
-    micro_per_epoch = len(sampler)
+    micro_per_epoch = sampler.batches_per_epoch
     steps_per_epoch = micro_per_epoch // config.grad_accum
     if steps_per_epoch == 0:
         raise ValueError(
@@ -274,13 +274,15 @@ def _train(
             save_checkpoint(run_dir, model, optimizer, at, config)
         saved_step = at.step
 
+    per_epoch = steps_per_epoch * config.grad_accum  # micro-batches of an epoch that the schedule uses
     try:
-        while epoch < config.epochs and step < total_steps:
-            sampler.set_epoch(epoch, start_batch=micro)
-            optimizer.zero_grad(set_to_none=True)
-            net.train()
+        # one loader pass over every remaining epoch: the workers prefetch across epoch boundaries
+        sampler.set_epoch(epoch, start_batch=micro, through=config.epochs, per_epoch=per_epoch)
+        optimizer.zero_grad(set_to_none=True)
+        net.train()
+        if epoch < config.epochs and step < total_steps:
             for batch in loader:
-                if micro >= steps_per_epoch * config.grad_accum or step >= total_steps:
+                if step >= total_steps:
                     break
                 images = batch["image"].to(device, non_blocking=True)
                 if cuda and config.channels_last:
@@ -324,16 +326,16 @@ def _train(
                     window_images, window_start = 0, time.perf_counter()
                 if on_step is not None:
                     on_step(step, last_loss)
+                if micro == per_epoch:  # the epoch is complete
+                    epoch, micro, micro_at_step = epoch + 1, 0, 0
+                    if len(val_w) and (epoch % config.val_every == 0 or epoch == config.epochs):
+                        val_top1 = _validate(model, source, train_w, val_w, config, ctx, stats)
+                        metrics.write(event="validation", step=step, epoch=epoch, val_top1=val_top1)
+                        if progress and ctx.is_main:
+                            bar.write(f"epoch {epoch}: held-out centred kNN top-1 = {val_top1:.3f}")
+                        net.train()
                 if step % config.checkpoint_every == 0:
                     checkpoint(Position(step, epoch, micro))
-            if step >= total_steps and micro < steps_per_epoch * config.grad_accum:
-                break  # stopped by max_steps inside the epoch; the final checkpoint below records where
-            epoch, micro, micro_at_step = epoch + 1, 0, 0
-            if len(val_w) and (epoch % config.val_every == 0 or epoch == config.epochs):
-                val_top1 = _validate(model, source, train_w, val_w, config, ctx, stats)
-                metrics.write(event="validation", step=step, epoch=epoch, val_top1=val_top1)
-                if progress and ctx.is_main:
-                    bar.write(f"epoch {epoch}: held-out centred kNN top-1 = {val_top1:.3f}")
     except BaseException:
         if step > saved_step:
             log.warning("training stopped at step %d; checkpointing it so --resume can continue", step)

@@ -62,6 +62,19 @@ def test_group_sampler_order_follows_seed_and_epoch_and_can_skip() -> None:
     assert len(s) == 2
 
 
+def test_one_pass_through_several_epochs_is_those_epochs_back_to_back() -> None:
+    s = GroupBatchSampler(np.repeat(np.arange(3), 7), 21, batch_size=4, seed=2)
+    epochs = []
+    for e in range(4):
+        s.set_epoch(e)
+        epochs.append(list(s)[:5])  # each epoch cut to the 5 batches the schedule uses
+    s.set_epoch(1, start_batch=3, through=4, per_epoch=5)
+    spanned = list(s)
+    assert spanned == epochs[1][3:] + epochs[2] + epochs[3]
+    assert len(s) == len(spanned)
+    assert {e for batch in spanned for e, _ in batch} == {1, 2, 3}
+
+
 def test_group_sampler_splits_batches_among_ranks() -> None:
     groups = np.repeat(np.arange(4), 8)
     r0 = list(GroupBatchSampler(groups, 32, 4, seed=0, rank=0, world_size=2))

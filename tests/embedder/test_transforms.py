@@ -17,6 +17,12 @@ def test_per_site_standardization_matches_the_formula() -> None:
     np.testing.assert_allclose(got.numpy(), want, atol=1e-4)
 
 
+def test_the_histogram_statistics_of_uint8_sites_equal_the_float_reductions() -> None:
+    site = np.random.default_rng(3).integers(0, 256, size=(6, 64, 48), dtype=np.uint8)
+    site[2] = 7  # a constant channel
+    np.testing.assert_allclose(standardize_site(site), standardize_site(site.astype(np.float32)), atol=1e-5)
+
+
 def test_given_statistics_are_used() -> None:
     site = np.full((2, 4, 4), 10, dtype=np.uint8)
     got = standardize_site(site, np.array([4.0, 6.0]), np.array([2.0, 4.0]))

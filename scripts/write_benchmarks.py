@@ -1,0 +1,340 @@
+#!/usr/bin/env python
+"""Write BENCHMARKS.md from the JSON files of ``benchmarks/results/`` (``make bench`` runs it last).
+
+Each benchmark's headline figures are set beside the baseline and the limit that the same run measured,
+with the ratio and the goal of the issue that asked for it. Nothing is typed in by hand: a figure missing
+from a result file is shown as "—".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from phenoprint.atomic import atomic_path
+
+
+@dataclass(frozen=True)
+class Row:
+    """One figure of a benchmark, next to what it is compared with in the same run."""
+
+    figure: str
+    value: Any
+    compared_with: str = ""
+    other: Any = None
+    ratio: Any = None
+    goal: str = ""
+
+
+def get(data: dict, dotted: str) -> Any:
+    """``data["a"]["b"]`` for ``"a.b"``; None when a key is missing."""
+    node: Any = data
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def ratio(a: Any, b: Any) -> float | None:
+    return None if a is None or not b else round(float(a) / float(b), 2)
+
+
+def data_rows(d: dict) -> list[Row]:
+    gens = {(g.get("preset"), g.get("batch_effects", True)): g for g in d.get("generator", [])}
+    demo, full = gens.get(("demo", True), {}), gens.get(("full", True), {})
+    rows = [
+        Row("synth demo preset, sites/s", demo.get("sites_per_s"), "workers", demo.get("workers")),
+        Row("synth full preset (512 px), sites/s per core", full.get("sites_per_s_per_core")),
+    ]
+    for name in ("demo", "real_sample"):
+        r = get(d, f"reads.{name}") or {}
+        rows.append(
+            Row(
+                f"read {name} sites from the pack, sites/s",
+                r.get("pack_sites_per_s"),
+                "PNG decoding (PIL)",
+                r.get("png_sites_per_s"),
+                r.get("speedup"),
+            )
+        )
+    dom = get(d, "batch_dominance_demo") or {}
+    rows.append(
+        Row(
+            "1-NN names the experiment of a site (batch dominance)",
+            get(dom, "with_batch_effects.accuracy"),
+            "same sites without batch effects",
+            get(dom, "without_batch_effects.accuracy"),
+            ratio(get(dom, "with_batch_effects.accuracy"), get(dom, "without_batch_effects.accuracy")),
+            f"clusters by experiment (chance {get(dom, 'with_batch_effects.chance')})",
+        )
+    )
+    rows.append(
+        Row(
+            "worst per-channel mean/std ratio, synthetic vs real sample",
+            get(d, "realism_demo.worst_ratio"),
+            goal="within 2x",
+        )
+    )
+    return rows
+
+
+def index_rows(d: dict) -> list[Row]:
+    acc = d.get("accuracy") or {}
+    rows = []
+    for method in ("center", "center_scale", "tvn"):
+        for mode in ("knn_top1", "centroid_top1", "centroid_assigned_top1"):
+            rows.append(
+                Row(
+                    f"held-out top-1, {method}, {mode.replace('_top1', '').replace('_', ' + ')}",
+                    get(acc, f"{method}.overall.{mode}"),
+                    "no centering",
+                    get(acc, f"none.overall.{mode}"),
+                    ratio(get(acc, f"{method}.overall.{mode}"), get(acc, f"none.overall.{mode}")),
+                )
+            )
+    lat = d.get("latency") or {}
+    rows += [
+        Row(
+            "exact kNN (faiss flat), one query, p50 ms",
+            get(lat, "faiss_flat.single.p50_ms"),
+            "numpy brute force",
+            get(lat, "numpy_bruteforce.single.p50_ms"),
+            ratio(get(lat, "numpy_bruteforce.single.p50_ms"), get(lat, "faiss_flat.single.p50_ms")),
+            f"≤ {lat.get('goal_single_query_ms')} ms",
+        ),
+        Row(
+            "exact kNN, a plate's queries batched, ms per query",
+            get(lat, "faiss_flat.batch_plate_ms_per_query"),
+            "numpy brute force",
+            get(lat, "numpy_bruteforce.batch_plate_ms_per_query"),
+            ratio(
+                get(lat, "numpy_bruteforce.batch_plate_ms_per_query"), get(lat, "faiss_flat.batch_plate_ms_per_query")
+            ),
+        ),
+        Row(
+            "centroid classify, one query, p50 ms",
+            get(lat, "classify_centroid_k5.single.p50_ms"),
+            "speed-up vs numpy",
+            None,
+            get(lat, "classify_centroid_k5.speedup_vs_numpy.single_p50"),
+        ),
+        Row(
+            "index build, worst median s per experiment",
+            get(d, "build.worst_median_seconds"),
+            goal=f"≤ {get(d, 'build.goal_seconds')} s",
+        ),
+    ]
+    return rows
+
+
+def embedder_rows(d: dict) -> list[Row]:
+    h = d.get("headline") or {}
+    goals = h.get("goals") or {}
+    c = h.get("centroid") or {}
+    return [
+        Row(
+            "held-out kNN top-1 (demo recipe, centred)",
+            h.get("centred"),
+            "uncentred",
+            h.get("uncentred"),
+            h.get("ratio_centred_to_uncentred"),
+            f"≥ {goals.get('centred/uncentred')}x",
+        ),
+        Row(
+            "",
+            h.get("centred"),
+            "hand-crafted profile, same index",
+            h.get("handcrafted_same_index"),
+            h.get("ratio_centred_to_handcrafted"),
+            f"≥ {goals.get('centred/handcrafted')}x",
+        ),
+        Row(
+            "",
+            h.get("centred"),
+            "oracle (same recipe, no batch effects)",
+            h.get("oracle_same_recipe"),
+            h.get("ratio_centred_to_oracle"),
+            f"≥ {goals.get('centred/oracle')}x",
+        ),
+        Row(
+            "held-out centroid top-1 (centred)",
+            c.get("centred"),
+            "uncentred",
+            c.get("uncentred"),
+            ratio(c.get("centred"), c.get("uncentred")),
+        ),
+        Row(
+            "",
+            c.get("centred"),
+            "hand-crafted profile, same index",
+            c.get("handcrafted_same_index"),
+            ratio(c.get("centred"), c.get("handcrafted_same_index")),
+        ),
+        Row(
+            "",
+            c.get("centred"),
+            "oracle",
+            c.get("oracle_same_recipe"),
+            ratio(c.get("centred"), c.get("oracle_same_recipe")),
+        ),
+        Row(
+            "CPU embedding, wells/s (pack → network)",
+            get(d, "throughput.pipeline_wells_per_s"),
+            "network alone",
+            get(d, "throughput.model_only_wells_per_s"),
+            h.get("ratio_pipeline_to_model_only"),
+            f"≥ {goals.get('pipeline/model')}x",
+        ),
+        Row("chance top-1", d.get("chance_top1")),
+    ]
+
+
+def api_rows(d: dict) -> list[Row]:
+    return [
+        Row(
+            "POST /classify p50 ms, concurrency 1",
+            get(d, "http_concurrency_1.p50_ms"),
+            "in-process embed + search",
+            get(d, "in_process.p50_ms"),
+            d.get("overhead_c1_p50"),
+            "≤ 1.2x",
+        ),
+        Row(
+            "POST /classify p99 ms, concurrency 8",
+            get(d, "http_concurrency_8.p99_ms"),
+            "p50 at concurrency 1",
+            get(d, "http_concurrency_1.p50_ms"),
+            d.get("p99_c8_over_p50_c1"),
+            "≤ 3x",
+        ),
+        Row(
+            "requests/s, concurrency 8",
+            get(d, "http_concurrency_8.requests_per_s"),
+            "concurrency 1",
+            get(d, "http_concurrency_1.requests_per_s"),
+            d.get("throughput_gain_c8_over_c1"),
+        ),
+        Row(
+            "server RSS MB after 2,000 more requests",
+            get(d, "rss.after_mb"),
+            "before",
+            get(d, "rss.before_mb"),
+            ratio(get(d, "rss.after_mb"), get(d, "rss.before_mb")),
+            "within 10%",
+        ),
+    ]
+
+
+def gpu_rows(d: dict) -> list[Row]:
+    if "skipped" in d:
+        return [Row("skipped", d["skipped"])]
+    return [
+        Row(
+            "training images/s from PNGs (mean over timed steps)",
+            get(d, "train_from_png.images_per_s"),
+            "model-only step (batch on the GPU)",
+            get(d, "train_model_only.images_per_s"),
+            get(d, "train_from_png.ratio_to_model_only"),
+        ),
+        Row(
+            "training images/s from the pack",
+            get(d, "train_from_pack.images_per_s"),
+            "model-only step",
+            get(d, "train_model_only.images_per_s"),
+            get(d, "train_from_pack.ratio_to_model_only"),
+        ),
+        Row(
+            "training images/s at the median step, pack",
+            get(d, "train_from_pack.images_per_s_at_median_step"),
+            "model-only step",
+            get(d, "train_model_only.images_per_s"),
+            ratio(get(d, "train_from_pack.images_per_s_at_median_step"), get(d, "train_model_only.images_per_s")),
+        ),
+        Row("peak GPU memory GiB", get(d, "train_from_pack.peak_gpu_memory_gib")),
+        Row("GPU utilization while training from the pack, mean %", get(d, "train_from_pack.gpu_utilization.mean_pct")),
+        Row(
+            "embedding sites/s from the pack",
+            get(d, "embed_from_pack.pipeline_sites_per_s"),
+            "forward pass alone",
+            get(d, "embed_from_pack.model_only_sites_per_s"),
+            get(d, "embed_from_pack.ratio_pipeline_to_model"),
+        ),
+    ]
+
+
+EXTRACTORS: dict[str, Callable[[dict], list[Row]]] = {
+    "bench_data": data_rows,
+    "bench_index": index_rows,
+    "bench_embedder": embedder_rows,
+    "bench_api": api_rows,
+    "bench_gpu": gpu_rows,
+}
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _when_where(d: dict) -> str:
+    date = d.get("date") or get(d, "environment.date") or ""
+    m = d.get("machine") or d.get("environment") or {}
+    parts = [str(date)]
+    for key in ("gpu", "device", "cpus", "cpu_count", "platform", "torch", "python"):
+        if key in m:
+            parts.append(f"{key} {m[key]}")
+    return ", ".join(p for p in parts if p)
+
+
+def render(results: dict[str, dict]) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Generated by `scripts/write_benchmarks.py` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from "
+        "`benchmarks/results/*.json` (`make bench`). Each figure sits beside the baseline or limit measured in "
+        "the same run; the goal column is the issue's. All accuracy figures are on phenoprint's synthetic RxRx1.",
+        "",
+    ]
+    for name, data in results.items():
+        lines += [f"## {name}", "", f"Run: {_when_where(data)}.", ""]
+        extractor = EXTRACTORS.get(name)
+        if extractor is None:
+            lines += ["(no summary for this benchmark; see its JSON)", ""]
+            continue
+        lines += ["| figure | measured | compared with | that | ratio | goal |", "|---|---|---|---|---|---|"]
+        for r in extractor(data):
+            lines.append(
+                f"| {r.figure} | {_fmt(r.value)} | {r.compared_with} | {_fmt(r.other)} | {_fmt(r.ratio)} | {r.goal} |"
+            )
+        lines += ["", f"Full results: `benchmarks/results/{name}.json`.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--results", type=Path, default=Path("benchmarks/results"), help="folder of bench_*.json files")
+    p.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="the Markdown file to write")
+    args = p.parse_args(argv)
+    files = sorted(args.results.glob("bench_*.json"))
+    if not files:
+        print(f"no bench_*.json in {args.results}: run `make bench` first", file=sys.stderr)
+        return 2
+    results = {f.stem: json.loads(f.read_text()) for f in files}
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(render(results))
+    print(f"wrote {args.out} from {len(files)} result files")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
