@@ -52,7 +52,7 @@ class DemoConfig:
     onboard_center: str = "tvn"  # centering of the indexes the service uses
     workers: int = 2  # processes for data generation and loading
     serve: bool = True  # keep serving the API after the demo query, until Ctrl-C
-    port: int = 0  # API port (0: a free one)
+    port: int = 8000  # API port; a free one when it is taken (0: always a free one)
     max_steps: int | None = None  # cap on training steps (smoke runs)
     progress: bool = True  # progress bars
 
@@ -327,6 +327,16 @@ def embed_oracle(config: DemoConfig, run: Path, root: Path, pack: Path) -> Path:
     return out
 
 
+def port_is_free(port: int) -> bool:
+    """Whether a TCP port can be bound on localhost right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def free_port() -> int:
     """A TCP port free on localhost right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -455,7 +465,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
     result.table = _step(result, "6/7 evaluate the held-out experiments (leave-experiment-out)", _evaluate)
 
     def _serve() -> dict[str, Any]:
-        port = config.port or free_port()
+        port = config.port if config.port and port_is_free(config.port) else free_port()
         proc = start_server(run, config.workdir / "indexes", port, config.workdir / "serve.log")
         try:
             answer = classify_over_http(port, root, holdout[0], seed=config.seed)

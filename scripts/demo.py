@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs")
     p.add_argument("--max-steps", type=int, default=None, help="cap on training steps (smoke runs)")
     p.add_argument("--workers", type=int, default=d.workers, help="processes for data generation")
-    p.add_argument("--port", type=int, default=d.port, help="API port (0: a free one)")
+    p.add_argument("--port", type=int, default=d.port, help="API port (a free one when taken; 0: always a free one)")
     p.add_argument("--no-serve", action="store_true", help="stop after the HTTP query (also: DEMO_SERVE=0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
