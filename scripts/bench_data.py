@@ -90,7 +90,7 @@ def time_reads(root: Path, pack_dir: Path, n_sites: int, workers: int, repeats: 
     pack_s = _median_seconds(lambda: [packed.load(*k) for k in keys], repeats)
     batch_s = _median_seconds(lambda: packed.load_rows(rows), repeats)
     return {
-        "root": str(root),
+        "root": Path(root).name,  # the folder name only: no paths of the machine in results
         "image_size": list(packed.image_size),
         "sites": len(keys),
         "repeats": repeats,

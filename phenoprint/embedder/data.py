@@ -14,7 +14,7 @@ from torch.utils.data import Dataset, Sampler
 
 from phenoprint.data.layout import CELL_TYPES, WELL_KEY
 from phenoprint.data.source import SiteSource
-from phenoprint.embedder.transforms import augment, dihedral, resize, standardize_site
+from phenoprint.embedder.transforms import augment, resize, standardize_site
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,6 @@ class WellDataset(Dataset):
         jitter: per-channel intensity jitter amplitude.
         channel_stats: per-experiment (mean, std) per channel; None: standardize each site by itself.
         cell_types: order of the cell-type index returned with each item.
-        dihedral_k: inference only: apply this dihedral transform (0-7) to every site.
     """
 
     def __init__(
@@ -72,7 +71,6 @@ class WellDataset(Dataset):
         jitter: float = 0.1,
         channel_stats: ChannelStats | None = None,
         cell_types: Sequence[str] = CELL_TYPES,
-        dihedral_k: int = 0,
     ) -> None:
         if image_size < 8:
             raise ValueError(f"image_size must be at least 8 pixels, got {image_size}")
@@ -86,7 +84,6 @@ class WellDataset(Dataset):
         self.jitter = jitter
         self.channel_stats = channel_stats
         self._cell_index = {c: i for i, c in enumerate(cell_types)}
-        self.dihedral_k = dihedral_k
         self._key = self.wells[list(WELL_KEY)].to_numpy(dtype=object)
         self._sites = self.wells["sites"].tolist()
         self._labels = self.wells["sirna_id"].fillna(-1).to_numpy(dtype=np.int64)
@@ -116,9 +113,7 @@ class WellDataset(Dataset):
             images = x
         else:
             i = int(key[1] if isinstance(key, tuple) else key)
-            images = torch.stack(
-                [dihedral(resize(self._standardized(i, s), self.image_size), self.dihedral_k) for s in self._sites[i]]
-            )
+            images = torch.stack([resize(self._standardized(i, s), self.image_size) for s in self._sites[i]])
         return {"image": images, "label": int(self._labels[i]), "cell_type": int(self._cells[i]), "index": i}
 
 

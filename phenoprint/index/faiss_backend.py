@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -18,6 +20,9 @@ IndexKind = Literal["flat", "ivf", "hnsw"]
 INDEX_KINDS: tuple[str, ...] = get_args(IndexKind)
 #: faiss warns when an IVF quantizer gets fewer than ~39 training points per list; stay above that.
 _MIN_POINTS_PER_LIST = 39
+#: Searches of at most this many queries run on one OpenMP thread: waking a thread team costs more than it saves
+#: for a single query, and on a busy machine a spinning team can make one query several times slower.
+SMALL_SEARCH = 16
 _noted_cpu = False
 
 
@@ -136,10 +141,25 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> Neighbors:
         hnsw = getattr(index, "hnsw", None)
         if hnsw is not None and hnsw.efSearch < kk:
             hnsw.efSearch = kk
-        s, i = index.search(q, kk)
+        with _one_thread_if(len(q) <= SMALL_SEARCH and not _is_gpu(index)):
+            s, i = index.search(q, kk)
         ids[:, :kk] = i
         scores[:, :kk] = np.where(i >= 0, s, -np.inf)
     return Neighbors(ids, scores)
+
+
+@contextmanager
+def _one_thread_if(small: bool) -> Iterator[None]:
+    """Run the block on one OpenMP thread when ``small`` (OpenMP thread counts are per calling thread)."""
+    if not small:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def reconstruct_all(index: faiss.Index) -> np.ndarray:

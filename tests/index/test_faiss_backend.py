@@ -34,6 +34,25 @@ def test_exact_index_top_k_is_identical_to_brute_force(n_queries: int) -> None:
     assert got.scores.dtype == np.float32
 
 
+def test_small_searches_run_on_one_thread_and_leave_the_thread_count_as_it_was() -> None:
+    db, q = _unit(300, 16, 2), _unit(fb.SMALL_SEARCH, 16, 3)
+    index = fb.make_index(db, "flat")
+    before = faiss.omp_get_max_threads()
+    seen = []
+    original = index.search
+
+    def spy(x, k):
+        seen.append(faiss.omp_get_max_threads())
+        return original(x, k)
+
+    index.search = spy
+    small = fb.search(index, q, 5)
+    fb.search(index, np.concatenate([q, q]), 5)
+    assert seen == [1, before]
+    assert faiss.omp_get_max_threads() == before
+    np.testing.assert_array_equal(small.ids, _brute(db, q, 5)[0])
+
+
 @pytest.mark.parametrize(("kind", "options", "min_recall"), [("ivf", {"nprobe": 32}, 0.9), ("hnsw", {}, 0.95)])
 def test_approximate_indexes_recall_most_true_neighbours(kind: str, options: dict, min_recall: float) -> None:
     db, q = _unit(4000, 24, 2), _unit(100, 24, 3)
