@@ -344,11 +344,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(run: Path, indexes: Path, port: int, log_path: Path) -> subprocess.Popen:
-    """``phenoprint serve`` in a child process; returns once /readyz answers 200.
+def start_server(
+    run: Path,
+    indexes: Path,
+    port: int,
+    log_path: Path,
+    extra_args: tuple[str, ...] = (),
+    timeout_s: float = 120.0,
+    echo: bool = True,
+) -> subprocess.Popen:
+    """``phenoprint serve`` (with ``extra_args``) in a child process; returns once /readyz answers 200.
 
     Raises:
-        RuntimeError: the server exits or is not ready within two minutes (its log says why).
+        RuntimeError: the server exits or is not ready within ``timeout_s`` (its log says why).
     """
     import httpx
 
@@ -366,11 +374,13 @@ def start_server(run: Path, indexes: Path, port: int, log_path: Path) -> subproc
         "127.0.0.1",
         "--port",
         str(port),
+        *extra_args,
     ]
-    print(" ".join(["phenoprint", *cmd[3:]]))
+    if echo:
+        print(" ".join(["phenoprint", *cmd[3:]]))
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the API server exited with status {proc.returncode}; see {log_path}")
@@ -381,7 +391,7 @@ def start_server(run: Path, indexes: Path, port: int, log_path: Path) -> subproc
             pass
         time.sleep(0.3)
     proc.terminate()
-    raise RuntimeError(f"the API server was not ready within 120 s; see {log_path}")
+    raise RuntimeError(f"the API server was not ready within {timeout_s:.0f} s; see {log_path}")
 
 
 def classify_over_http(port: int, root: Path, experiment: str, seed: int = 0) -> dict[str, Any]:

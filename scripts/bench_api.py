@@ -24,7 +24,6 @@ import os
 import platform
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -242,40 +241,19 @@ def batch_counts(base: str) -> tuple[float, float]:
 
 
 def start_server(run: Path, indexes: Path, log_path: Path, torch_threads: int | None) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    cmd = [
-        sys.executable,
-        "-m",
-        "phenoprint",
-        "serve",
-        "--model",
-        str(run),
-        "--indexes",
-        str(indexes),
-        "--port",
-        str(port),
-        "--device",
-        "cpu",
-        "--log-level",
-        "warning",
-    ]
-    proc = subprocess.Popen(cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"phenoprint serve exited with {proc.returncode}; see {log_path}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit(f"phenoprint serve was not ready after 300 s; see {log_path}")
-        time.sleep(0.2)
+    """``phenoprint serve`` on a free localhost port, on the CPU; returns the process and its base URL."""
+    from phenoprint.pipeline import free_port
+    from phenoprint.pipeline import start_server as serve
+
+    port = free_port()
+    extra = ("--device", "cpu", "--log-level", "warning")
+    if torch_threads is not None:
+        extra += ("--torch-threads", str(torch_threads))
+    try:
+        proc = serve(run, indexes, port, log_path, extra, timeout_s=300, echo=False)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from exc
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def machine() -> dict[str, Any]:

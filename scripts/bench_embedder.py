@@ -77,41 +77,12 @@ def throughput(run: Path, root: Path, pack: Path, n_wells: int, batch_size: int)
     """Wells/s of the embedding pipeline from the pack vs the network alone on tensors already in memory."""
     from phenoprint.data.source import open_source
     from phenoprint.embedder.data import well_table
-    from phenoprint.embedder.inference import embed_tensor, embed_wells, load_model
+    from phenoprint.embedder.inference import load_model
+    from phenoprint.embedder.throughput import embedding_throughput
 
-    model = load_model(run, "cpu")
     source = open_source(root, pack)
     wells = well_table(source.metadata).head(n_wells)
-    started = time.perf_counter()
-    embed_wells(
-        model.embedder,
-        source,
-        wells,
-        config=model.config,
-        device=model.device,
-        batch_size=batch_size,
-        channel_stats=model.channel_stats,
-        progress=False,
-    )
-    pipeline_s = time.perf_counter() - started
-    sites = int(sum(len(s) for s in wells.sites))
-    x = torch.randn(2 * batch_size, 6, model.image_size, model.image_size)
-    embed_tensor(model.embedder, x, None, model.device)  # warm-up
-    started = time.perf_counter()
-    done = 0
-    while done < sites:
-        embed_tensor(model.embedder, x, None, model.device)
-        done += len(x)
-    model_s = (time.perf_counter() - started) * sites / done
-    return {
-        "wells": len(wells),
-        "sites": sites,
-        "batch_size_wells": batch_size,
-        "pipeline_wells_per_s": round(len(wells) / pipeline_s, 1),
-        "model_only_wells_per_s": round(len(wells) / model_s, 1),
-        "ratio_pipeline_to_model": round(model_s / pipeline_s, 3),
-        "threads": torch.get_num_threads(),
-    }
+    return embedding_throughput(load_model(run, "cpu"), source, wells, batch_size=batch_size)
 
 
 def main(argv: list[str] | None = None) -> int:

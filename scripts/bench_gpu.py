@@ -203,47 +203,16 @@ def model_only_training(args: argparse.Namespace, num_classes: int, device: torc
     return {"images_per_s": round(args.steps * args.batch_size / seconds, 1)}
 
 
-def inference(run: Path, root: Path, pack: Path, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+def inference(run: Path, root: Path, pack: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Embedding export from the pack (both sites, bf16) vs the forward pass alone on the same batch shape."""
     from phenoprint.data.source import open_source
     from phenoprint.embedder.data import well_table
-    from phenoprint.embedder.inference import embed_tensor, embed_wells, load_model
+    from phenoprint.embedder.inference import load_model
+    from phenoprint.embedder.throughput import embedding_throughput
 
-    model = load_model(run, args.device)
     source = open_source(root, pack)
     wells = well_table(source.metadata)
-    batch = 64
-    embed_wells(model.embedder, source, wells.head(batch), config=model.config, device=model.device, progress=False)
-    started = time.perf_counter()
-    embed_wells(
-        model.embedder,
-        source,
-        wells,
-        config=model.config,
-        device=model.device,
-        batch_size=batch,
-        workers=args.workers,
-        progress=False,
-    )
-    pipeline_s = time.perf_counter() - started
-    sites = int(sum(len(s) for s in wells.sites))
-    x = torch.randn(2 * batch, 6, args.image_size, args.image_size)
-    embed_tensor(model.embedder, x, None, device)
-    _sync(device)
-    started = time.perf_counter()
-    done = 0
-    while done < sites:
-        embed_tensor(model.embedder, x, None, device)
-        done += len(x)
-    _sync(device)
-    model_s = (time.perf_counter() - started) * sites / done
-    return {
-        "wells": len(wells),
-        "sites": sites,
-        "pipeline_sites_per_s": round(sites / pipeline_s, 1),
-        "model_only_sites_per_s": round(sites / model_s, 1),
-        "ratio_pipeline_to_model": round(model_s / pipeline_s, 3),
-    }
+    return embedding_throughput(load_model(run, args.device), source, wells, batch_size=64, workers=args.workers)
 
 
 def _sync(device: torch.device) -> None:
@@ -303,7 +272,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     for key in ("train_from_png", "train_from_pack"):
         results[key]["ratio_to_model_only"] = round(results[key]["images_per_s"] / limit, 3)
     log.info("embedding export")
-    results["embed_from_pack"] = inference(work / "run-pack", root, packed, args, device)
+    results["embed_from_pack"] = inference(work / "run-pack", root, packed, args)
     results["headline"] = {
         "train_images_per_s_png": results["train_from_png"]["images_per_s"],
         "train_images_per_s_pack": results["train_from_pack"]["images_per_s"],

@@ -121,3 +121,17 @@ def test_embed_batch_equals_one_well_at_a_time(run_dir: Path, fake_source) -> No
         np.testing.assert_allclose(t.well, alone, atol=1e-5)
     with pytest.raises(ValueError, match=r"\(S, 6, H, W\)"):
         model.embed_batch([WellImages(np.zeros((0, 6, 8, 8), dtype=np.uint8))])
+
+
+def test_embedding_throughput_reports_both_rates_and_their_ratio(run_dir: Path, fake_source) -> None:
+    from phenoprint.embedder.throughput import embedding_throughput
+
+    wells = well_table(fake_source.metadata)
+    got = embedding_throughput(load_model(run_dir, "cpu"), fake_source, wells, batch_size=4)
+    assert got["wells"] == len(wells)
+    assert got["sites"] == sum(len(s) for s in wells.sites)
+    assert got["pipeline_wells_per_s"] > 0 and got["model_only_wells_per_s"] > 0
+    ratio = got["model_only_wells_per_s"] and got["pipeline_wells_per_s"] / got["model_only_wells_per_s"]
+    assert got["ratio_pipeline_to_model"] == pytest.approx(ratio, rel=0.05)
+    with pytest.raises(ValueError, match="no wells"):
+        embedding_throughput(load_model(run_dir, "cpu"), fake_source, wells.head(0))
