@@ -14,11 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +32,7 @@ from phenoprint.data.images import load_site
 from phenoprint.data.layout import CHANNELS, METADATA_COLUMNS, Layout, detect_layout, read_metadata, site_status
 from phenoprint.data.synth.writer import PENDING_RECORD
 from phenoprint.errors import ImageFormatError, LayoutError
+from phenoprint.parallel import run_tasks
 
 log = logging.getLogger(__name__)
 
@@ -243,22 +242,7 @@ def _run(
     layout: Layout, images: Path, tasks: list[list[tuple[Any, ...]]], size: int | None, workers: int
 ) -> Iterable[list[int]]:
     """Decode the tasks in this process or a spawned pool; yield the rows of each finished task."""
-    if workers == 1 or len(tasks) <= 1:
-        for task in tasks:
-            yield decode_into(layout, images, task, size)
-        return
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
-        pending: set[Future[list[int]]] = {pool.submit(decode_into, layout, images, t, size) for t in tasks}
-        try:
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for future in done:
-                    yield future.result()
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
+    return run_tasks(decode_into, [(layout, images, task, size) for task in tasks], workers)
 
 
 def decode_into(layout: Layout, images: Path, task: Sequence[tuple[Any, ...]], size: int | None) -> list[int]:

@@ -130,8 +130,9 @@ def test_embedding_throughput_reports_both_rates_and_their_ratio(run_dir: Path, 
     got = embedding_throughput(load_model(run_dir, "cpu"), fake_source, wells, batch_size=4)
     assert got["wells"] == len(wells)
     assert got["sites"] == sum(len(s) for s in wells.sites)
-    assert got["pipeline_wells_per_s"] > 0 and got["model_only_wells_per_s"] > 0
-    ratio = got["model_only_wells_per_s"] and got["pipeline_wells_per_s"] / got["model_only_wells_per_s"]
+    assert got["pipeline_wells_per_s"] > 0
+    assert got["model_only_wells_per_s"] > 0
+    ratio = got["pipeline_wells_per_s"] / got["model_only_wells_per_s"]
     assert got["ratio_pipeline_to_model"] == pytest.approx(ratio, rel=0.05)
     with pytest.raises(ValueError, match="no wells"):
         embedding_throughput(load_model(run_dir, "cpu"), fake_source, wells.head(0))

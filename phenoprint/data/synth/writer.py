@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
 import time
 from collections.abc import Iterable
-from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from phenoprint.data.synth.biology import phenotype
 from phenoprint.data.synth.design import SynthConfig, build_design, layout_fingerprint, site_table
 from phenoprint.data.synth.render import CELL_TYPE_MODELS, SiteKey, render_site
 from phenoprint.errors import LayoutError
+from phenoprint.parallel import run_tasks
 
 log = logging.getLogger(__name__)
 
@@ -188,23 +187,7 @@ def well_records(wells: pd.DataFrame) -> list[dict[str, Any]]:
 
 def _run(config: SynthConfig, root: Path, tasks: list[list[dict[str, Any]]], workers: int) -> Iterable[tuple[int, int]]:
     """Render the tasks (one plate each) in this process or a spawned pool; yield (rendered, skipped) per task."""
-    if workers == 1 or len(tasks) <= 1:
-        for wells in tasks:
-            yield render_wells(config, root, wells)
-        return
-    # spawn, not fork: the caller may hold threads (torch, BLAS) that a forked child would inherit half-locked
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
-        pending: set[Future[tuple[int, int]]] = {pool.submit(render_wells, config, root, w) for w in tasks}
-        try:
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for future in done:
-                    yield future.result()
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
+    return run_tasks(render_wells, [(config, root, wells) for wells in tasks], workers)
 
 
 def render_wells(config: SynthConfig, root: Path, wells: list[dict[str, Any]]) -> tuple[int, int]:
