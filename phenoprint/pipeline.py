@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from phenoprint.atomic import write_json_atomic
+from phenoprint.atomic import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 CENTERINGS = ("none", "center", "tvn")
+COMPLETE = ".complete"  # marks a folder whose files were all written
 
 
 @dataclass(frozen=True)
@@ -93,10 +94,11 @@ def previews(config: DemoConfig, root: Path, oracle_root: Path) -> Path:
     from phenoprint.data.rgb import write_previews
 
     out = config.workdir / "previews"
-    if not (out / "oracle").is_dir():
-        for experiment in sorted(p.name for p in (root / "images").iterdir())[:4]:  # same wells, four batches
+    if not (out / COMPLETE).is_file():
+        for experiment in sorted(p.name for p in (root / "images").iterdir())[:4]:  # the first sites of four
             write_previews(root, out, experiments=[experiment], limit=2)
             write_previews(oracle_root, out / "oracle", experiments=[experiment], limit=2)
+        write_json_atomic({"experiments": 4, "sites_each": 2}, out / COMPLETE)
     print(f"RGB previews of a few sites in {out} (and of the same sites without batch effects in {out / 'oracle'})")
     return out
 
@@ -211,7 +213,8 @@ def new_batch_root(config: DemoConfig, root: Path, experiment: str) -> Path:
     meta = meta[meta.experiment == experiment].copy()
     meta.loc[meta.well_type == "treatment", ["sirna", "sirna_id"]] = [None, None]
     write_json_atomic({"from": str(root), "experiment": experiment}, batch / "batch.json")
-    meta.to_csv(batch / "metadata.csv", index=False)
+    with atomic_path(batch / "metadata.csv") as tmp:  # its presence marks the batch root complete
+        meta.to_csv(tmp, index=False)
     return batch
 
 
@@ -466,7 +469,8 @@ def run_demo(config: DemoConfig) -> DemoResult:
         from phenoprint.index.build import IndexConfig
 
         written = plots(table, IndexConfig(center=config.onboard_center), config.workdir / "plots")
-        frame.to_csv(config.workdir / "evaluation.csv", index=False)
+        with atomic_path(config.workdir / "evaluation.csv") as tmp:
+            frame.to_csv(tmp, index=False)
         print(format_table(frame, len(holdout)))
         for p in written:
             print(f"wrote {p}")
