@@ -62,6 +62,14 @@ class TrainResult:
     val_top1: float | None
 
 
+def start_of_next_batch(pos: Position, per_epoch: int) -> Position:
+    """The position to resume from: a checkpoint written at the very end of an epoch (batch == per_epoch, as
+    earlier versions wrote them) continues at the start of the next epoch, so the epoch count still advances."""
+    if pos.batch >= per_epoch:
+        return Position(pos.step, pos.epoch + 1, 0)
+    return pos
+
+
 def lr_factor(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: float) -> float:
     """Learning-rate multiplier at optimizer step ``step``: linear warmup, then cosine to ``min_lr_ratio``."""
     if warmup_steps > 0 and step < warmup_steps:
@@ -261,6 +269,8 @@ def _train(
     bar = tqdm(
         total=total_steps, initial=pos.step, desc="training", unit="step", disable=not (progress and ctx.is_main)
     )
+    per_epoch = steps_per_epoch * config.grad_accum  # micro-batches of an epoch that the schedule uses
+    pos = start_of_next_batch(pos, per_epoch)
     step, saved_step = pos.step, pos.step
     micro = micro_at_step = pos.batch
     epoch = pos.epoch
@@ -274,7 +284,6 @@ def _train(
             save_checkpoint(run_dir, model, optimizer, at, config)
         saved_step = at.step
 
-    per_epoch = steps_per_epoch * config.grad_accum  # micro-batches of an epoch that the schedule uses
     try:
         # one loader pass over every remaining epoch: the workers prefetch across epoch boundaries
         sampler.set_epoch(epoch, start_batch=micro, through=config.epochs, per_epoch=per_epoch)

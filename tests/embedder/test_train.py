@@ -57,19 +57,25 @@ def test_a_tiny_run_lowers_the_loss_and_writes_a_run(fake_source, tmp_path: Path
     assert (tmp_path / "run" / "model.safetensors").is_file()
 
 
-def test_resume_after_an_interruption_matches_an_uninterrupted_run(fake_source, tmp_path: Path) -> None:
+def _epochs_logged(run: Path) -> list[tuple[int, int]]:
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["epoch"]) for r in lines if r["event"] == "train"]
+
+
+@pytest.mark.parametrize("cut_at", [5, 3])  # 3 steps an epoch: 3 is the last step of the first epoch
+def test_resume_after_an_interruption_matches_an_uninterrupted_run(fake_source, tmp_path: Path, cut_at: int) -> None:
     config = _config(epochs=3)
     full = train(config, fake_source, tmp_path / "full", progress=False)
 
     def interrupt(step: int, loss: float) -> None:
-        if step == 5:
+        if step == cut_at:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         train(config, fake_source, tmp_path / "cut", progress=False, on_step=interrupt)
     ckpt = latest_checkpoint(tmp_path / "cut")
     assert ckpt is not None
-    assert ckpt.name == "step-00000005"  # the interrupted step was saved on the way out
+    assert ckpt.name == f"step-{cut_at:08d}"  # the interrupted step was saved on the way out
     assert not (tmp_path / "cut" / "run.json").exists()
     resumed = train(config, fake_source, tmp_path / "cut", resume=True, progress=False)
     assert resumed.steps == full.steps
@@ -79,6 +85,7 @@ def test_resume_after_an_interruption_matches_an_uninterrupted_run(fake_source, 
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
     assert resumed.fingerprint == full.fingerprint
+    assert _epochs_logged(tmp_path / "cut")[-1] == _epochs_logged(tmp_path / "full")[-1]  # the epoch count advanced
 
 
 def test_an_existing_run_is_not_overwritten(fake_source, tmp_path: Path) -> None:
