@@ -58,11 +58,11 @@ class LoadedIndex:
         return bn_state_from_index(self.index.producer_arrays)
 
     @property
-    def tta(self) -> int:
-        """The dihedral transforms the index's own wells were embedded with (1 when it does not say)."""
+    def tta(self) -> object:
+        """The dihedral transforms the index's own wells were embedded with, as its manifest says (1 when it does
+        not say; the service checks the value when it loads the index)."""
         producer = self.index.manifest.get("producer") or {}
-        tta = producer.get("tta", 1)
-        return int(tta) if isinstance(tta, int) and 1 <= tta <= 8 else 1
+        return producer.get("tta", 1)
 
     @cached_property
     def sirna_kinds(self) -> Mapping[int, str]:

@@ -41,7 +41,9 @@ class Service:
         adapted batch-norm statistics and test-time augmentation (``--tta`` overrides the last)."""
         if loaded is None:
             return WellImages(sites, cell_type, None, None, self.settings.tta)
-        return WellImages(sites, cell_type, self.input_stats(loaded), loaded.bn_state, self.settings.tta or loaded.tta)
+        tta = self.settings.tta or loaded.tta
+        assert isinstance(tta, int)  # checked when the index was loaded (_check_index)
+        return WellImages(sites, cell_type, self.input_stats(loaded), loaded.bn_state, tta)
 
     def refresh_indexes(self) -> ReloadReport:
         """Scan the index folder once (blocking: call it in a worker thread) and record the outcome."""
@@ -137,8 +139,15 @@ def _input_stats(model: LoadedModel, loaded: LoadedIndex) -> tuple[np.ndarray, n
 
 
 def _check_index(model: LoadedModel, loaded: LoadedIndex) -> None:
-    """Refuse an index the model cannot query: unknown cell type, or missing per-experiment input statistics."""
+    """Refuse an index the model cannot query: unknown cell type, missing per-experiment input statistics, or a
+    test-time augmentation that is not 1-8 transforms."""
     index = loaded.index
+    tta = loaded.tta
+    if isinstance(tta, bool) or not isinstance(tta, int) or not 1 <= tta <= 8:
+        raise IndexFormatError(
+            f"{loaded.path}: its manifest says its wells were embedded with tta={tta!r}; expected 1-8 dihedral "
+            "transforms (rebuild it with scripts/build_index.py --tta N)"
+        )
     if model.config.model.cell_type_context and index.cell_type not in model.config.model.cell_types:
         raise IndexFormatError(
             f"{loaded.path}: cell type {index.cell_type!r} is unknown to the model (it knows "

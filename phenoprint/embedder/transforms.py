@@ -37,6 +37,7 @@ def standardize_site(site: np.ndarray | torch.Tensor, mean: np.ndarray | None = 
 
 
 _LEVELS = np.arange(256, dtype=np.float64)
+_LEVELS_SQUARED = _LEVELS**2
 
 
 def _uint8_channel_stats(site: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,7 +47,7 @@ def _uint8_channel_stats(site: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     n = flat.shape[1]
     hist = np.stack([np.bincount(channel, minlength=256) for channel in flat]).astype(np.float64)
     mean = hist @ _LEVELS / n
-    var = (hist @ _LEVELS**2 - n * mean**2) / (n - 1)
+    var = (hist @ _LEVELS_SQUARED - n * mean**2) / (n - 1)
     std = np.sqrt(np.maximum(var, 0.0))
     return _per_channel(mean), _per_channel(std)
 

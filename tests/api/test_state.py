@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +41,8 @@ def test_per_experiment_statistics_come_from_the_index_manifest(experiment_norma
     well = well_of(artifacts.source, TARGET, 0)
     sites = np.stack([artifacts.source.load(TARGET, 1, well, s) for s in (1, 2)])
     vector, _ = model.embed_sites(sites, channel_stats=stats)
-    expected = classify(index.center(vector[None, :]), index, k=3)
     settings = Settings(model=run, indexes=indexes, device="cpu", reload_interval_s=0)
+    expected = classify(index.center(vector[None, :]), index, k=3, mode=settings.classify_mode)
     with TestClient(create_app(settings)) as client:
         r = client.post("/classify", files=b02_parts(artifacts.source), data={"experiment": TARGET, "top_k": "3"})
         assert r.status_code == 200, r.text
@@ -50,3 +52,20 @@ def test_per_experiment_statistics_come_from_the_index_manifest(experiment_norma
         assert "per-experiment statistics: send `experiment`" in r.json()["detail"][0]["msg"]
         r = client.post("/embed", files=b02_parts(artifacts.source), data={"experiment": TARGET})
         np.testing.assert_allclose(r.json()["embedding"], vector, atol=1e-5)
+
+
+@pytest.mark.parametrize("tta", [9, "8", True])
+def test_an_index_with_an_impossible_tta_is_refused_not_served(artifacts: Artifacts, tmp_path: Path, tta) -> None:
+    indexes = tmp_path / "indexes"
+    shutil.copytree(artifacts.indexes / TARGET, indexes / TARGET)
+    manifest_path = indexes / TARGET / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["producer"]["tta"] = tta
+    manifest_path.write_text(json.dumps(manifest))
+    settings = Settings(model=artifacts.run, indexes=indexes, device="cpu", reload_interval_s=0)
+    with TestClient(create_app(settings)) as client:
+        listing = client.get("/experiments").json()
+        assert listing["experiments"] == []
+        assert f"tta={tta!r}; expected 1-8" in listing["refused"][TARGET]
+        r = client.post("/classify", files=b02_parts(artifacts.source), data={"experiment": TARGET})
+        assert r.status_code == 404

@@ -38,6 +38,7 @@ def test_small_searches_run_on_one_thread_and_leave_the_thread_count_as_it_was()
     db, q = _unit(300, 16, 2), _unit(fb.SMALL_SEARCH, 16, 3)
     index = fb.make_index(db, "flat")
     before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(3)  # a team of several, so that "one thread" is observable on any machine
     seen = []
     original = index.search
 
@@ -46,10 +47,13 @@ def test_small_searches_run_on_one_thread_and_leave_the_thread_count_as_it_was()
         return original(x, k)
 
     index.search = spy
-    small = fb.search(index, q, 5)
-    fb.search(index, np.concatenate([q, q]), 5)
-    assert seen == [1, before]
-    assert faiss.omp_get_max_threads() == before
+    try:
+        small = fb.search(index, q, 5)
+        fb.search(index, np.concatenate([q, q]), 5)
+        assert seen == [1, 3]
+        assert faiss.omp_get_max_threads() == 3
+    finally:
+        faiss.omp_set_num_threads(before)
     np.testing.assert_array_equal(small.ids, _brute(db, q, 5)[0])
 
 
