@@ -227,16 +227,22 @@ class IndexRegistry:
         return ReloadReport(tuple(loaded), tuple(removed), failed, tuple(kept))
 
     def _load(self, path: Path, stamp: Stamp) -> LoadedIndex:
+        """Read and check one folder; any failure of whatever kind refuses that folder alone (files written by
+        another process must never stop the scan of the others)."""
         try:
-            index = ExperimentIndex.load(path, self.expected_fingerprint, self.expected_dim)
-        except _UNREADABLE as exc:  # files written by another process: refuse them, never stop serving
-            if _stamp(path) != stamp:
+            loaded = self._read(path, stamp)
+        except Exception as exc:
+            if _stamp(path) != stamp:  # written again while we read it
                 raise _Replaced from exc
             if isinstance(exc, IndexFormatError):
                 raise
             raise IndexFormatError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from exc
         if _stamp(path) != stamp:  # files of two versions may have been mixed: read it again next time
             raise _Replaced
+        return loaded
+
+    def _read(self, path: Path, stamp: Stamp) -> LoadedIndex:
+        index = ExperimentIndex.load(path, self.expected_fingerprint, self.expected_dim)
         if index.experiment != path.name:
             raise IndexFormatError(
                 f"{path}: holds the index of experiment {index.experiment}; an index folder is named after its "
@@ -244,12 +250,10 @@ class IndexRegistry:
             )
         _warm_up(index)
         loaded = LoadedIndex(index, path, stamp, time.time(), channel_stats_from_manifest(index.manifest))
+        _ = loaded.sirna_kinds, loaded.bn_state  # computed here, not in a request
         if self._check is not None:
             self._check(loaded)
         return loaded
-
-
-_UNREADABLE = (IndexFormatError, OSError, ValueError, KeyError, TypeError, RuntimeError)
 
 
 class _Replaced(Exception):
