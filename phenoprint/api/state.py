@@ -69,8 +69,8 @@ class Service:
                 log.exception("scanning the index folder %s failed; retrying in %.1f s", self.registry.root, interval_s)
 
 
-def start_service(settings: Settings, metrics: ServiceMetrics) -> Service:
-    """Load the model and the indexes (blocking; the lifespan runs it in a worker thread).
+def start_service(settings: Settings, metrics: ServiceMetrics, model: LoadedModel | None = None) -> Service:
+    """Load the model (unless given one) and the indexes (blocking; the lifespan runs it in a worker thread).
 
     Raises:
         CheckpointError: no model configured, or its run directory is not a finished run.
@@ -88,7 +88,8 @@ def start_service(settings: Settings, metrics: ServiceMetrics) -> Service:
     started = time.perf_counter()
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)  # process-wide; the batch thread picks it up
-    model = load_model(settings.model, settings.device)
+    if model is None:
+        model = load_model(settings.model, settings.device)
     metrics.model_info.labels(model.fingerprint, str(model.device)).set(1)
     registry = IndexRegistry(
         settings.indexes, model.fingerprint, model.embedding_dim, check=lambda loaded: _check_index(model, loaded)
@@ -166,9 +167,9 @@ def _check_index(model: LoadedModel, loaded: LoadedIndex) -> None:
         if any(np.shape(s) != (channels,) for s in stats):
             raise IndexFormatError(f"{loaded.path}: its input statistics are not {channels} per-channel values")
         mean, std = (np.asarray(s, dtype=np.float64) for s in stats)
-        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std >= 0).all()):
             raise IndexFormatError(
-                f"{loaded.path}: its input statistics hold non-finite values or a standard deviation <= 0 "
+                f"{loaded.path}: its input statistics hold non-finite values or a negative standard deviation "
                 f"(mean {mean.tolist()}, std {std.tolist()}); rebuild it with scripts/build_index.py"
             )
     _check_batchnorm_state(model, loaded)

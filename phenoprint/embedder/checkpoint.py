@@ -64,6 +64,12 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
             f"{path}: weights do not fit the configured model (missing {missing[:3]}, unexpected {extra[:3]}, "
             f"shape mismatch {wrong[:3]}); was config.json edited, or is this another run's file?"
         )
+    non_finite = sorted(k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all()))
+    if non_finite:
+        raise CheckpointError(
+            f"{path}: {len(non_finite)} weight tensor(s) hold NaN or infinite values ({', '.join(non_finite[:3])}); "
+            "the run diverged or the file is damaged: train again or resume from an earlier checkpoint"
+        )
     module.load_state_dict(tensors)
 
 
@@ -218,12 +224,16 @@ def checkpoint_config(path: str | Path) -> TrainConfig:
 
 
 def write_run(run_dir: str | Path, embedder: nn.Module, config: TrainConfig, info: dict[str, Any]) -> str:
-    """Write the exported model of a finished run: weights, resolved config, then ``run.json`` (last).
+    """Write the exported model of a finished run: weights, resolved config, then ``run.json`` (last, and removed
+    first, so that an interruption in between leaves an unfinished run that ``--resume`` finishes).
 
     Returns:
         The model fingerprint.
     """
     run_dir = Path(run_dir)
+    # An extended run (``--resume`` with more steps) replaces the weights of a finished one: until the new run.json
+    # is in place the run is unfinished, never new weights beside the old fingerprint.
+    (run_dir / RUN_FILE).unlink(missing_ok=True)
     save_weights(embedder, run_dir / MODEL_FILE)
     write_json_atomic(config_to_dict(config), run_dir / CONFIG_FILE)
     fp = fingerprint(config, embedder)
@@ -244,7 +254,7 @@ def read_run(run_dir: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
     """The config and ``run.json`` of a finished run.
 
     Raises:
-        CheckpointError: not a run directory, or an unfinished one.
+        CheckpointError: not a run directory, an unfinished one, or a ``run.json``/``config.json`` that cannot be read.
     """
     run_dir = Path(run_dir)
     if not (run_dir / RUN_FILE).is_file():
@@ -254,7 +264,18 @@ def read_run(run_dir: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
             else ""
         )
         raise CheckpointError(f"{run_dir}: not a finished phenoprint run (no {RUN_FILE}).{hint}")
-    info = json.loads((run_dir / RUN_FILE).read_text())
+    try:
+        info = json.loads((run_dir / RUN_FILE).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{run_dir / RUN_FILE}: unreadable ({exc}); it is written last by `phenoprint train`: restore it, or "
+            "rerun `phenoprint train … --resume` to write it again"
+        ) from exc
+    if not isinstance(info, dict) or not isinstance(info.get("fingerprint"), str):
+        raise CheckpointError(
+            f"{run_dir / RUN_FILE}: not a phenoprint run record (a JSON object with the model's fingerprint); "
+            "rerun `phenoprint train … --resume` to write it again"
+        )
     if info.get("format_version") != RUN_FORMAT_VERSION:
         raise CheckpointError(
             f"{run_dir}: run format {info.get('format_version')} (this phenoprint reads {RUN_FORMAT_VERSION})"

@@ -60,6 +60,38 @@ def test_a_configured_api_key_guards_the_data_endpoints(settings: Settings, arti
         assert schemes["APIKeyHeader"]["name"] == "X-API-Key"
 
 
+def test_an_unauthenticated_upload_is_refused_before_its_body_is_read(settings: Settings) -> None:
+    """FastAPI parses a multipart body before it runs dependencies: a 21 MB POST without a key was read in full."""
+    import asyncio
+
+    app = create_app(settings.model_copy(update={"api_key": SecretStr("s3cret")}))
+    chunks_read = 0
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        nonlocal chunks_read
+        chunks_read += 1
+        return {"type": "http.request", "body": b"\0" * 1_000_000, "more_body": True}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    for key in (None, b"wrong"):
+        headers = [(b"content-type", b"multipart/form-data; boundary=x"), (b"content-length", b"21000000")]
+        if key is not None:
+            headers.append((b"x-api-key", key))
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+            "path": "/classify", "raw_path": b"/classify", "root_path": "", "query_string": b"", "headers": headers,
+            "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000),
+        }  # fmt: skip
+        sent.clear()
+        asyncio.run(app(scope, receive, send))
+        assert sent[0]["status"] == 401
+        assert (b"www-authenticate", b"ApiKey") in sent[0]["headers"]
+        assert chunks_read == 0
+
+
 def _wait_for(condition, seconds: float = 20.0) -> None:
     """Poll a condition the background reloader will make true (it runs every 50 ms in these tests)."""
     deadline = time.monotonic() + seconds
