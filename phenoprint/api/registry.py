@@ -168,7 +168,20 @@ class IndexRegistry:
         kept: list[str] = []
         for name in names:
             path = self.root / name
-            stamp = _stamp(path)
+            try:
+                stamp = _stamp(path)
+            except PermissionError as exc:
+                why = (
+                    f"{path}: permission denied reading {exc.filename or path} (the service runs as uid "
+                    f"{os.getuid()}); make the folder readable by it, e.g. chmod -R a+rX {path}"
+                )
+                if self._refused.get(name, (None, None))[1] != why:
+                    log.warning("index %s refused: %s", name, why)
+                self._refused[name] = (_NO_ACCESS, why)
+                failed[name] = why
+                if name in current:
+                    kept.append(name)
+                continue
             if stamp is None:
                 if name not in current:
                     log.debug("%s has no %s: not an index directory, skipped", path, MANIFEST_NAME)
@@ -232,12 +245,12 @@ class IndexRegistry:
         try:
             loaded = self._read(path, stamp)
         except Exception as exc:
-            if _stamp(path) != stamp:  # written again while we read it
+            if not _unchanged(path, stamp):  # written again while we read it
                 raise _Replaced from exc
             if isinstance(exc, IndexFormatError):
                 raise
             raise IndexFormatError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from exc
-        if _stamp(path) != stamp:  # files of two versions may have been mixed: read it again next time
+        if not _unchanged(path, stamp):  # files of two versions may have been mixed: read it again next time
             raise _Replaced
         return loaded
 
@@ -267,9 +280,27 @@ def _warm_up(index: ExperimentIndex) -> None:
 
 
 def _stamp(path: Path) -> Stamp | None:
+    """The version of an index folder, or None when it has no manifest (not an index, or one being written).
+
+    Raises:
+        PermissionError: the folder or its manifest may not be read by this process.
+    """
     try:
         d = os.stat(path)
         m = os.stat(path / MANIFEST_NAME)
+    except PermissionError:
+        raise
     except OSError:
         return None
     return (d.st_ino, m.st_ino, m.st_mtime_ns, m.st_size)
+
+
+def _unchanged(path: Path, stamp: Stamp) -> bool:
+    try:
+        return _stamp(path) == stamp
+    except PermissionError:
+        return False
+
+
+#: The stamp recorded for a folder that could not be read at all.
+_NO_ACCESS: Stamp = (-1, -1, -1, -1)

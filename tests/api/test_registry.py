@@ -185,3 +185,30 @@ def test_the_service_starts_and_serves_beside_a_bad_folder(root: Path, settings)
         listing = client.get("/experiments").json()
         assert [e["experiment"] for e in listing["experiments"]] == [TARGET]
         assert "sirna_id" in listing["refused"][PER_PLATE]
+
+
+def test_a_folder_the_service_may_not_read_is_refused_at_warning_level_with_its_path(
+    root: Path, monkeypatch, caplog
+) -> None:
+    """It used to be skipped with a debug line, as if it were not an index at all."""
+    real_stat = os.stat
+    denied = root / PER_PLATE / "manifest.json"
+
+    def stat(path, *args, **kwargs):
+        if Path(path) == denied:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(registry_module.os, "stat", stat)
+    registry = IndexRegistry(root, _fingerprint(root), 16)
+    with caplog.at_level("WARNING", logger="phenoprint.api.registry"):
+        report = registry.refresh()
+    assert sorted(registry.snapshot()) == [TARGET]
+    assert "permission denied" in report.failed[PER_PLATE]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(str(root / PER_PLATE) in m and "permission denied" in m for m in warnings)
+    caplog.clear()
+    registry.refresh()
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]  # once, not every scan
+    monkeypatch.undo()
+    assert registry.refresh().loaded == (PER_PLATE,)
