@@ -141,6 +141,13 @@ def _size(path: Path) -> int:
         return 0
 
 
+def remove_stale_temporaries_of(path: str | Path) -> list[Path]:
+    """Remove what killed :func:`atomic_path` writes of ``path`` left beside it (for a file about to be deleted,
+    whose next write would otherwise have done it)."""
+    path = Path(path)
+    return remove_stale(path.parent, _temp_file_pattern(path.name))
+
+
 def _temp_file_pattern(name: str) -> re.Pattern[str]:
     """The names ``tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp")`` gives (8 random characters)."""
     return re.compile(rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}\.tmp")

@@ -376,6 +376,8 @@ class ExperimentIndex:
             manifest = read_json(path / MANIFEST_NAME)
         except ValueError as exc:
             raise IndexFormatError(f"{path / MANIFEST_NAME}: not valid JSON ({exc})") from exc
+        if not isinstance(manifest, dict):
+            raise IndexFormatError(f"{path / MANIFEST_NAME}: not a JSON object; rebuild the index")
         _check_manifest(path, manifest, expected_fingerprint, expected_dim)
         files = _check_files(path, manifest)
         try:

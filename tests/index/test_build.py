@@ -161,6 +161,9 @@ def test_load_refuses_incomplete_directories(huvec_index: ExperimentIndex, tmp_p
     (out / "manifest.json").write_text("{not json")
     with pytest.raises(IndexFormatError, match="not valid JSON"):
         ExperimentIndex.load(out)
+    (out / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(IndexFormatError, match="not a JSON object"):
+        ExperimentIndex.load(out)
 
 
 def _edit_centering(folder: Path, edit) -> None:
