@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -50,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Name the siRNA of an RxRx1-style Cell Painting well across experimental batches.",
     )
     parser.add_argument("--version", action="version", version=f"phenoprint {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug); tracebacks of errors"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     for module_name in COMMAND_MODULES:
@@ -82,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except PhenoprintError as exc:
+        if args.verbose:  # the one line is what a user needs; the traceback is for whoever debugs phenoprint
+            traceback.print_exc()
         print(f"phenoprint {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, TypeVar
 
 R = TypeVar("R")
@@ -26,7 +26,9 @@ def run_tasks(fn: Callable[..., R], tasks: Sequence[tuple[Any, ...]], workers: i
         pending: set[Future[R]] = {pool.submit(fn, *task) for task in tasks}
         try:
             while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                # FIRST_COMPLETED, not FIRST_EXCEPTION: the latter returns only once every task is done when none
+                # fails, so callers that record progress per task (pack's done flags) would record it at the end
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     yield future.result()
         except BaseException:

@@ -186,6 +186,21 @@ def export_reference(config: DemoConfig, run: Path, root: Path, pack: Path, hold
     return out
 
 
+def _index_of(path: Path, fingerprint: str) -> bool:
+    """Whether ``path`` holds a complete, intact index of this model's embeddings in this phenoprint's format."""
+    from phenoprint.errors import IndexFormatError
+    from phenoprint.index.build import ExperimentIndex
+
+    if not (path / "manifest.json").is_file():
+        return False
+    try:
+        ExperimentIndex.load(path, expected_fingerprint=fingerprint)
+    except IndexFormatError as exc:
+        log.info("rebuilding %s: %s", path, exc)
+        return False
+    return True
+
+
 def _table_of(path: Path, fingerprint: str, tta: int | None = None, bn_adapt: bool | None = None) -> bool:
     """Whether ``path`` is an embedding table of this model, embedded this way (so a rerun can reuse it)."""
     if not path.is_file():
@@ -229,9 +244,7 @@ def onboard(config: DemoConfig, run: Path, root: Path, reference: Path, holdout:
         index_dir = config.workdir / "indexes" / exp
         query_path = config.workdir / "embeddings" / f"{exp}.parquet"
         queries[exp] = query_path
-        manifest = index_dir / "manifest.json"
-        built = manifest.is_file() and json.loads(manifest.read_text()).get("fingerprint") == fingerprint
-        if built and _table_of(query_path, fingerprint, config.tta, config.bn_adapt):
+        if _index_of(index_dir, fingerprint) and _table_of(query_path, fingerprint, config.tta, config.bn_adapt):
             print(f"reusing {index_dir}")
             continue
         batch = new_batch_root(config, root, exp)

@@ -10,8 +10,10 @@ from functools import partial
 
 import anyio.to_thread
 from fastapi import Depends, FastAPI, Security
+from starlette.routing import BaseRoute
 
 from phenoprint import __version__
+from phenoprint.api.auth import ApiKeyMiddleware
 from phenoprint.api.deps import api_key_scheme, require_api_key
 from phenoprint.api.errors import UNAUTHORIZED, install_error_handlers
 from phenoprint.api.limits import BodyLimitMiddleware
@@ -19,6 +21,7 @@ from phenoprint.api.metrics import MetricsMiddleware, ServiceMetrics
 from phenoprint.api.routers import experiments, health, preview, sirnas, wells
 from phenoprint.api.settings import Settings, get_settings
 from phenoprint.api.state import start_service
+from phenoprint.embedder.inference import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ def app_settings(app: FastAPI) -> Settings:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load the model and the indexes (in a worker thread), run the micro-batcher and the index reloader."""
     settings = app_settings(app)
-    service = await anyio.to_thread.run_sync(partial(start_service, settings, app.state.metrics))
+    service = await anyio.to_thread.run_sync(partial(start_service, settings, app.state.metrics, app.state.model))
     async with service.batcher:
         await service.warm_up()
         reloader = None
@@ -59,12 +62,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                     await reloader
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, model: LoadedModel | None = None) -> FastAPI:
     """Build the app; nothing is loaded until its lifespan starts (``uvicorn`` or ``with TestClient(app)``).
 
     Args:
         settings: what to serve and how; None reads ``PHENOPRINT_*`` environment variables (:func:`get_settings`).
             Given settings are installed as ``app.dependency_overrides[get_settings]``, which tests may replace.
+        model: the model to serve, already loaded (``phenoprint serve`` loads it before binding the port, so that a
+            bad run directory is one clear error rather than a startup traceback); None loads ``settings.model``.
     """
     app = FastAPI(
         title="phenoprint",
@@ -82,14 +87,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings is not None:
         app.dependency_overrides[get_settings] = lambda: settings
     app.state.service = None
+    app.state.model = model
     app.state.metrics = ServiceMetrics()
     install_error_handlers(app)
+    guarded: list[BaseRoute] = []
     app.add_middleware(BodyLimitMiddleware, max_bytes=lambda: app_settings(app).max_upload_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: it also counts 413s
+    app.add_middleware(ApiKeyMiddleware, key=lambda: app_settings(app).api_key, guarded=lambda: guarded)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: it also counts 401s and 413s
     auth = [Depends(require_api_key)]
     if app_settings(app).api_key is not None:  # declare the key in the OpenAPI schema only when one is needed
         auth.append(Security(api_key_scheme))
+    before = len(app.router.routes)
     for router in (wells.router, experiments.router, sirnas.router, preview.router):
         app.include_router(router, dependencies=auth, responses=UNAUTHORIZED)
+    guarded += app.router.routes[before:]  # the data routes: the middleware checks the key before their body
     app.include_router(health.router)
     return app

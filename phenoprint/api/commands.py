@@ -113,16 +113,17 @@ def _run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from phenoprint.api.app import create_app
-    from phenoprint.embedder.checkpoint import read_run
     from phenoprint.embedder.distributed import resolve_device
+    from phenoprint.embedder.inference import load_model
 
     assert settings.model is not None
-    read_run(settings.model)  # a bad run directory is a one-line CheckpointError here, not a startup traceback
     try:
         resolve_device(settings.device)
     except ValueError as exc:
         print(f"phenoprint serve: error: {exc}", file=sys.stderr)
         return 2
+    # loaded before uvicorn starts: a bad run directory is a one-line CheckpointError, not a lifespan traceback
+    model = load_model(settings.model, settings.device)
     if settings.api_key is None and not _is_loopback(settings.host):
         log.warning(
             "serving on %s without an API key: anyone who can reach port %d can use the service "
@@ -131,7 +132,7 @@ def _run_serve(args: argparse.Namespace) -> int:
             settings.port,
         )
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, model=model),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

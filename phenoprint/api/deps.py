@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader
 
+from phenoprint.api.auth import API_KEY_HEADER, CHALLENGE, key_problem
 from phenoprint.api.settings import Settings, get_settings
 from phenoprint.api.state import Service
 
-API_KEY_HEADER = "X-API-Key"
 #: Declares the key in the OpenAPI schema (added to the data routes only when a key is configured).
 api_key_scheme = APIKeyHeader(
     name=API_KEY_HEADER, auto_error=False, description="the key set in PHENOPRINT_API_KEY, when one is set"
@@ -32,15 +31,11 @@ ServiceDep = Annotated[Service, Depends(get_service)]
 
 
 async def require_api_key(request: Request, settings: SettingsDep) -> None:
-    """401 unless the request carries the configured key in ``X-API-Key`` (nothing to check when none is set)."""
-    if settings.api_key is None:
-        return
-    given = request.headers.get(API_KEY_HEADER)
-    if given is None:
-        raise HTTPException(
-            401, f"missing API key: send it in the {API_KEY_HEADER} header", headers={"WWW-Authenticate": "ApiKey"}
-        )
-    if not secrets.compare_digest(given.encode(), settings.api_key.get_secret_value().encode()):
-        raise HTTPException(
-            401, f"wrong API key in the {API_KEY_HEADER} header", headers={"WWW-Authenticate": "ApiKey"}
-        )
+    """401 unless the request carries the configured key in ``X-API-Key`` (nothing to check when none is set).
+
+    :class:`phenoprint.api.auth.ApiKeyMiddleware` refuses such requests before their body is read; this dependency
+    declares the key in the OpenAPI schema and guards the routes of an app assembled without the middleware.
+    """
+    problem = key_problem(request.headers.get(API_KEY_HEADER), settings.api_key)
+    if problem is not None:
+        raise HTTPException(401, problem, headers=CHALLENGE)

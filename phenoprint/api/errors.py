@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 
 from phenoprint.api.batcher import BatcherClosedError
 from phenoprint.api.schemas import ErrorMessage, UnknownExperimentMessage
-from phenoprint.api.uploads import NotPngError
+from phenoprint.api.uploads import SEND_INSTEAD, NotPngError
 from phenoprint.errors import ImageFormatError, UnknownExperimentError
 
 #: Statuses of the data endpoints, for the OpenAPI schema (422 comes from FastAPI's own validation).
@@ -61,13 +64,69 @@ async def _bad_image(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": [error]}, status_code=422)
 
 
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422, with the messages about the ``files`` field rewritten to say what to send."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [_explained(dict(e)) for e in exc.errors()]
+    return await request_validation_exception_handler(request, RequestValidationError(errors, body=exc.body))
+
+
+def _explained(error: dict[str, Any]) -> dict[str, Any]:
+    loc = tuple(error.get("loc", ()))
+    if loc[:2] != ("body", "files"):
+        return error
+    if len(loc) == 3 and isinstance(loc[2], int) and isinstance(error.get("input"), str):
+        # a part without a file name is a text field to the multipart parser: "Expected UploadFile, received str"
+        message = (
+            f"part {loc[2] + 1} of `files` is a text field without a file name, not a file; {SEND_INSTEAD}, each "
+            "as a file part with its file name (curl: -F files=@B02_s1_w1.png)"
+        )
+        return {"type": "file_expected", "loc": loc, "msg": message}  # the text itself is not echoed back
+    if len(loc) == 2 and error.get("type") in ("missing", "too_short"):
+        return {**error, "msg": f"no files were sent; {SEND_INSTEAD}"}
+    return error
+
+
+async def _http_error(request: Request, exc: Exception) -> Any:
+    """FastAPI's answer to an HTTPException, except that a multipart body the parser refused says why and what to
+    send (starlette says only "Invalid multipart data.")."""
+    assert isinstance(exc, StarletteHTTPException)
+    cause = _multipart_cause(exc) if exc.status_code == 400 else None
+    if cause is None:
+        return await http_exception_handler(request, exc)
+    if "header size" in cause:  # python-multipart caps a part's header line (Content-Disposition) at about 4 KB
+        detail = (
+            "a part's headers exceed the multipart parser's limit of about 4 KB, most likely because of a file name "
+            "of thousands of characters; name each file <well>_s<site>_w<channel>.png as in RxRx1, e.g. B02_s1_w1.png"
+        )
+    else:
+        detail = f"the body is not valid multipart/form-data ({cause}); {SEND_INSTEAD}"
+    return JSONResponse({"detail": detail}, status_code=400)
+
+
+def _multipart_cause(exc: BaseException) -> str | None:
+    """The message of the parser error behind a 400 raised while reading a multipart body (None: another 400)."""
+    seen: list[BaseException] = []
+    link: BaseException | None = exc.__context__
+    while link is not None and link not in seen and not isinstance(link, MultiPartException):
+        seen.append(link)
+        link = link.__cause__ or link.__context__
+    if link is None or not isinstance(link, MultiPartException):
+        return None
+    parser_error = link.__cause__
+    return str(parser_error) if parser_error is not None else link.message
+
+
 async def _closed(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": f"{exc}; retry shortly (see /readyz)"}, status_code=503)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Register the mapping: unknown experiment 404, not a PNG 415, any other image problem 422, closed 503."""
+    """Register the mapping: unknown experiment 404, not a PNG 415, any other image problem 422, closed 503, and
+    clearer messages for FastAPI's own 422s about ``files`` and for multipart bodies the parser refuses (400)."""
     app.add_exception_handler(UnknownExperimentError, _unknown_experiment)
     app.add_exception_handler(NotPngError, _not_png)  # handlers are looked up along the MRO: this one wins
     app.add_exception_handler(ImageFormatError, _bad_image)
     app.add_exception_handler(BatcherClosedError, _closed)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

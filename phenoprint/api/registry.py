@@ -168,7 +168,20 @@ class IndexRegistry:
         kept: list[str] = []
         for name in names:
             path = self.root / name
-            stamp = _stamp(path)
+            try:
+                stamp = _stamp(path)
+            except PermissionError as exc:
+                why = (
+                    f"{path}: permission denied reading {exc.filename or path} (the service runs as uid "
+                    f"{os.getuid()}); make the folder readable by it, e.g. chmod -R a+rX {path}"
+                )
+                if self._refused.get(name, (None, None))[1] != why:
+                    log.warning("index %s refused: %s", name, why)
+                self._refused[name] = (_NO_ACCESS, why)
+                failed[name] = why
+                if name in current:
+                    kept.append(name)
+                continue
             if stamp is None:
                 if name not in current:
                     log.debug("%s has no %s: not an index directory, skipped", path, MANIFEST_NAME)
@@ -227,16 +240,22 @@ class IndexRegistry:
         return ReloadReport(tuple(loaded), tuple(removed), failed, tuple(kept))
 
     def _load(self, path: Path, stamp: Stamp) -> LoadedIndex:
+        """Read and check one folder; any failure of whatever kind refuses that folder alone (files written by
+        another process must never stop the scan of the others)."""
         try:
-            index = ExperimentIndex.load(path, self.expected_fingerprint, self.expected_dim)
-        except _UNREADABLE as exc:  # files written by another process: refuse them, never stop serving
-            if _stamp(path) != stamp:
+            loaded = self._read(path, stamp)
+        except Exception as exc:
+            if not _unchanged(path, stamp):  # written again while we read it
                 raise _Replaced from exc
             if isinstance(exc, IndexFormatError):
                 raise
             raise IndexFormatError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from exc
-        if _stamp(path) != stamp:  # files of two versions may have been mixed: read it again next time
+        if not _unchanged(path, stamp):  # files of two versions may have been mixed: read it again next time
             raise _Replaced
+        return loaded
+
+    def _read(self, path: Path, stamp: Stamp) -> LoadedIndex:
+        index = ExperimentIndex.load(path, self.expected_fingerprint, self.expected_dim)
         if index.experiment != path.name:
             raise IndexFormatError(
                 f"{path}: holds the index of experiment {index.experiment}; an index folder is named after its "
@@ -244,12 +263,10 @@ class IndexRegistry:
             )
         _warm_up(index)
         loaded = LoadedIndex(index, path, stamp, time.time(), channel_stats_from_manifest(index.manifest))
+        _ = loaded.sirna_kinds, loaded.bn_state  # computed here, not in a request
         if self._check is not None:
             self._check(loaded)
         return loaded
-
-
-_UNREADABLE = (IndexFormatError, OSError, ValueError, KeyError, TypeError, RuntimeError)
 
 
 class _Replaced(Exception):
@@ -263,9 +280,27 @@ def _warm_up(index: ExperimentIndex) -> None:
 
 
 def _stamp(path: Path) -> Stamp | None:
+    """The version of an index folder, or None when it has no manifest (not an index, or one being written).
+
+    Raises:
+        PermissionError: the folder or its manifest may not be read by this process.
+    """
     try:
         d = os.stat(path)
         m = os.stat(path / MANIFEST_NAME)
+    except PermissionError:
+        raise
     except OSError:
         return None
     return (d.st_ino, m.st_ino, m.st_mtime_ns, m.st_size)
+
+
+def _unchanged(path: Path, stamp: Stamp) -> bool:
+    try:
+        return _stamp(path) == stamp
+    except PermissionError:
+        return False
+
+
+#: The stamp recorded for a folder that could not be read at all.
+_NO_ACCESS: Stamp = (-1, -1, -1, -1)

@@ -16,9 +16,10 @@ _WELL_PATTERN = r"^[A-Pa-p](0[1-9]|1[0-9]|2[0-4])$"
 # -- requests ---------------------------------------------------------------------------------------------------------
 
 #: The ``files`` parts of a multipart request (a separate parameter, so that OpenAPI says multipart/form-data).
-WellFiles = Annotated[list[UploadFile], File(description=_FILES)]
+WellFiles = Annotated[list[UploadFile], File(description=_FILES, min_length=1)]
 SiteFiles = Annotated[
-    list[UploadFile], File(description="The 6 channel PNGs (w1-w6) of one site, named like B02_s1_w1.png.")
+    list[UploadFile],
+    File(description="The 6 channel PNGs (w1-w6) of one site, named like B02_s1_w1.png.", min_length=1),
 ]
 
 

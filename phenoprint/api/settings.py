@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: A request body of 12 RxRx1 PNGs (512x512, 8-bit) is about 3 MB; the default leaves room for larger sites.
@@ -58,6 +58,17 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="uvicorn log level"
     )
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_not_empty(cls, key: SecretStr | None) -> SecretStr | None:
+        """An empty key would turn the check on with '' as the key, which an empty X-API-Key header matches."""
+        if key is not None and not key.get_secret_value().strip():
+            raise ValueError(
+                "PHENOPRINT_API_KEY is empty: set a non-empty key to require X-API-Key, or unset the variable to serve "
+                "without one"
+            )
+        return key
 
 
 @lru_cache(maxsize=1)

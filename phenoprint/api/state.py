@@ -15,8 +15,9 @@ from phenoprint.api.batcher import MicroBatcher
 from phenoprint.api.metrics import ServiceMetrics
 from phenoprint.api.registry import IndexRegistry, LoadedIndex, ReloadReport
 from phenoprint.api.settings import Settings
-from phenoprint.embedder.inference import LoadedModel, WellImages, WellVectors, load_model
+from phenoprint.embedder.inference import LoadedModel, WellImages, WellVectors, batchnorm_state, load_model
 from phenoprint.errors import CheckpointError, IndexFormatError
+from phenoprint.index.build import PRODUCER_ARRAYS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,8 @@ class Service:
                 log.exception("scanning the index folder %s failed; retrying in %.1f s", self.registry.root, interval_s)
 
 
-def start_service(settings: Settings, metrics: ServiceMetrics) -> Service:
-    """Load the model and the indexes (blocking; the lifespan runs it in a worker thread).
+def start_service(settings: Settings, metrics: ServiceMetrics, model: LoadedModel | None = None) -> Service:
+    """Load the model (unless given one) and the indexes (blocking; the lifespan runs it in a worker thread).
 
     Raises:
         CheckpointError: no model configured, or its run directory is not a finished run.
@@ -87,7 +88,8 @@ def start_service(settings: Settings, metrics: ServiceMetrics) -> Service:
     started = time.perf_counter()
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)  # process-wide; the batch thread picks it up
-    model = load_model(settings.model, settings.device)
+    if model is None:
+        model = load_model(settings.model, settings.device)
     metrics.model_info.labels(model.fingerprint, str(model.device)).set(1)
     registry = IndexRegistry(
         settings.indexes, model.fingerprint, model.embedding_dim, check=lambda loaded: _check_index(model, loaded)
@@ -139,8 +141,9 @@ def _input_stats(model: LoadedModel, loaded: LoadedIndex) -> tuple[np.ndarray, n
 
 
 def _check_index(model: LoadedModel, loaded: LoadedIndex) -> None:
-    """Refuse an index the model cannot query: unknown cell type, missing per-experiment input statistics, or a
-    test-time augmentation that is not 1-8 transforms."""
+    """Refuse an index the model cannot query: unknown cell type, missing or non-finite per-experiment input
+    statistics, a test-time augmentation that is not 1-8 transforms, or adapted batch-norm statistics of another
+    architecture (each of these used to be accepted, then fail every query)."""
     index = loaded.index
     tta = loaded.tta
     if isinstance(tta, bool) or not isinstance(tta, int) or not 1 <= tta <= 8:
@@ -163,3 +166,35 @@ def _check_index(model: LoadedModel, loaded: LoadedIndex) -> None:
         channels = model.config.model.in_chans
         if any(np.shape(s) != (channels,) for s in stats):
             raise IndexFormatError(f"{loaded.path}: its input statistics are not {channels} per-channel values")
+        mean, std = (np.asarray(s, dtype=np.float64) for s in stats)
+        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std >= 0).all()):
+            raise IndexFormatError(
+                f"{loaded.path}: its input statistics hold non-finite values or a negative standard deviation "
+                f"(mean {mean.tolist()}, std {std.tolist()}); rebuild it with scripts/build_index.py"
+            )
+    _check_batchnorm_state(model, loaded)
+
+
+def _check_batchnorm_state(model: LoadedModel, loaded: LoadedIndex) -> None:
+    """Refuse adapted batch-norm statistics that are not exactly the model's: every layer, each of its shape."""
+    state = loaded.bn_state
+    if state is None:
+        return
+    own = batchnorm_state(model.embedder)
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    wrong = sorted(
+        k
+        for k in set(own) & set(state)
+        if np.shape(state[k]) != own[k].shape or not np.issubdtype(np.asarray(state[k]).dtype, np.floating)
+    )
+    if missing or extra or wrong:
+        found = [
+            f"{what} {', '.join(names[:3])}{' …' if len(names) > 3 else ''}"
+            for what, names in (("missing", missing), ("unexpected", extra), ("of another shape or type", wrong))
+            if names
+        ]
+        raise IndexFormatError(
+            f"{loaded.path}: its adapted batch-norm statistics ({PRODUCER_ARRAYS_FILE}) do not fit the model: "
+            f"{'; '.join(found)}; rebuild it with scripts/build_index.py --bn-adapt from this model"
+        )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -12,7 +11,7 @@ import anyio.to_thread
 import numpy as np
 from fastapi import UploadFile
 
-from phenoprint.data.images import decode_png, stack_channels
+from phenoprint.data.images import check_pixels, decode_png, read_png_header
 from phenoprint.data.layout import CHANNELS, SITES
 from phenoprint.errors import ImageFormatError
 
@@ -24,6 +23,11 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _NAME_RE = re.compile(r"^(?:(?P<prefix>.*)_)?s(?P<site>\d{1,3})_w(?P<channel>\d{1,3})\.png$", re.IGNORECASE)
 _WELL_RE = re.compile(r"(?:^|_)(?P<well>[A-P](?:0[1-9]|1[0-9]|2[0-4]))$", re.IGNORECASE)
 _SHOWN_NAME = 120  # characters of a client's file name repeated in messages
+#: Smallest channel image accepted, per side: a site must hold a few cells (a 1x1 "site" has no spread to
+#: standardize by); the pack refuses smaller sizes too.
+MIN_IMAGE_SIDE = 8
+#: Longest file name accepted: what file systems allow; RxRx1 names are 13 characters.
+MAX_NAME_LENGTH = 255
 
 
 class NotPngError(ImageFormatError):
@@ -122,21 +126,47 @@ def read_well(files: Sequence[UploadedFile], *, max_sites: int = len(SITES), max
                 f"channel(s) {', '.join(f'w{c}' for c in missing)} missing (got {got}); every site needs all six "
                 "channels w1-w6",
             )
-    stacked, sources = [], []
-    for site in site_numbers:
-        ordered = [by_key[(site, c)] for c in CHANNELS]
-        planes = [_decode(f, max_pixels) for f in ordered]
-        names = [_shown(f.name) for f in ordered]
-        stacked.append(stack_channels(planes, names))
-        sources.append(names[0])
-    for site_array, source in zip(stacked[1:], sources[1:], strict=True):
-        if site_array.shape != stacked[0].shape:
-            h, w = site_array.shape[1:]
-            h0, w0 = stacked[0].shape[1:]
-            raise ImageFormatError(
-                source, f"size {w}x{h} differs from {w0}x{h0} of {sources[0]}; both sites of a well must have one size"
+    ordered = [by_key[(site, c)] for site in site_numbers for c in CHANNELS]
+    height, width = _check_headers(ordered, max_pixels)  # every file, before a single pixel is decoded
+    sites = np.empty((len(site_numbers), len(CHANNELS), height, width), dtype=np.uint8)
+    for i, f in enumerate(ordered):  # decoded one plane at a time straight into the well's array
+        sites[divmod(i, len(CHANNELS))] = decode_png(f.data, _shown(f.name), max_pixels)
+    return WellUpload(sites, site_numbers, next(iter(wells), None))
+
+
+def _check_headers(ordered: Sequence[UploadedFile], max_pixels: int) -> tuple[int, int]:
+    """Refuse a file that is not a PNG, too small or too large, or of another size than the first, from the headers
+    alone: decoding a well then never needs more than its six or twelve planes at the allowed size.
+
+    Returns:
+        The (height, width) every plane has.
+    """
+    first: tuple[str, tuple[int, int]] | None = None
+    for i, f in enumerate(ordered):
+        name = _shown(f.name)
+        if f.data and not f.data.startswith(PNG_SIGNATURE):
+            raise NotPngError(
+                name, f"not a PNG (it starts with {f.data[:8]!r}); send each channel as an 8-bit grayscale PNG"
             )
-    return WellUpload(np.stack(stacked), site_numbers, next(iter(wells), None))
+        header = read_png_header(f.data, name)
+        check_pixels(header.width, header.height, max_pixels, name)
+        if min(header.width, header.height) < MIN_IMAGE_SIDE:
+            raise ImageFormatError(
+                name,
+                f"image of {header.width}x{header.height} pixels; each channel image must be at least "
+                f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} (RxRx1: 512x512)",
+            )
+        if first is None:
+            first = (name, (header.height, header.width))
+        elif (header.height, header.width) != first[1]:
+            h0, w0 = first[1]
+            same = "all channels of a site must have the same size"
+            rule = same if i < len(CHANNELS) else "both sites of a well must have one size"
+            raise ImageFormatError(
+                name, f"size {header.width}x{header.height} differs from {w0}x{h0} of {first[0]}; {rule}"
+            )
+    assert first is not None  # check_file_count refused an empty upload
+    return first[1]
 
 
 async def read_uploads(files: Sequence[UploadFile], *, max_sites: int, max_pixels: int) -> WellUpload:
@@ -147,6 +177,12 @@ async def read_uploads(files: Sequence[UploadFile], *, max_sites: int, max_pixel
 
 
 def _parse_name(raw: str) -> tuple[int, int, str | None]:
+    if len(raw) > MAX_NAME_LENGTH:
+        raise ImageFormatError(
+            _shown(raw),
+            f"a file name of {len(raw):,} characters (at most {MAX_NAME_LENGTH} are accepted); name each file "
+            "<well>_s<site>_w<channel>.png as in RxRx1, e.g. B02_s1_w1.png",
+        )
     name = PurePosixPath(raw.replace("\\", "/")).name
     m = _NAME_RE.match(name)
     if m is None:
@@ -162,27 +198,6 @@ def _parse_name(raw: str) -> tuple[int, int, str | None]:
         raise ImageFormatError(_shown(raw), f"site s{site} does not exist; RxRx1 wells have sites s1 and s2")
     well = _WELL_RE.search(m.group("prefix") or "")
     return site, channel, None if well is None else well.group("well").upper()
-
-
-def _decode(f: UploadedFile, max_pixels: int) -> np.ndarray:
-    if f.data and not f.data.startswith(PNG_SIGNATURE):
-        raise NotPngError(
-            _shown(f.name), f"not a PNG (it starts with {f.data[:8]!r}); send each channel as an 8-bit grayscale PNG"
-        )
-    size = _png_size(f.data)
-    if size is not None and size[0] * size[1] > max_pixels:
-        raise ImageFormatError(
-            _shown(f.name), f"image of {size[0]}x{size[1]} pixels exceeds the {max_pixels:,}-pixel limit per channel"
-        )
-    return decode_png(f.data, _shown(f.name))
-
-
-def _png_size(data: bytes) -> tuple[int, int] | None:
-    """Width and height from the IHDR chunk (None when the header is too short to say)."""
-    if len(data) < 24 or data[12:16] != b"IHDR":
-        return None
-    width, height = struct.unpack(">II", data[16:24])
-    return int(width), int(height)
 
 
 def _shown(name: str) -> str:

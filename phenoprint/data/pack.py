@@ -27,7 +27,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from phenoprint.atomic import atomic_path, write_json_atomic
+from phenoprint.atomic import atomic_path, remove_stale_temporaries_of, write_json_atomic
 from phenoprint.data.images import load_site
 from phenoprint.data.layout import CHANNELS, METADATA_COLUMNS, Layout, detect_layout, read_metadata, site_status
 from phenoprint.data.synth.writer import PENDING_RECORD
@@ -175,6 +175,7 @@ def pack(
     }
     write_json_atomic(manifest, out / MANIFEST)
     (out / DONE).unlink(missing_ok=True)
+    remove_stale_temporaries_of(out / DONE)  # a kill during its last save: no later save would clean it
     (out / BUILD).unlink(missing_ok=True)
     seconds = time.perf_counter() - start
     log.info("packed %d sites of %s into %s (%s) in %.1f s", len(meta), root, out, "x".join(map(str, shape)), seconds)

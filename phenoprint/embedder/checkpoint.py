@@ -6,8 +6,8 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from phenoprint import __version__
-from phenoprint.atomic import atomic_path, write_json_atomic
+from phenoprint.atomic import atomic_path, held, make_temp_dir, remove_stale, write_json_atomic
 from phenoprint.embedder.config import ModelConfig, TrainConfig, config_from_dict, config_to_dict
 from phenoprint.errors import CheckpointError
 
@@ -31,6 +31,8 @@ RUN_FILE = "run.json"  # written last: its presence marks a finished run
 CHECKPOINTS = "checkpoints"
 LATEST = "latest.json"
 RUN_FORMAT_VERSION = 1
+#: Names of checkpoint folders being written (``tempfile.mkdtemp(prefix=".step-NNNNNNNN.")``).
+_CHECKPOINT_TEMP = re.compile(r"\.step-\d{8}\.[a-z0-9_]{8}")
 
 
 def state_dict_to_cpu(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -63,6 +65,12 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
         raise CheckpointError(
             f"{path}: weights do not fit the configured model (missing {missing[:3]}, unexpected {extra[:3]}, "
             f"shape mismatch {wrong[:3]}); was config.json edited, or is this another run's file?"
+        )
+    non_finite = sorted(k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all()))
+    if non_finite:
+        raise CheckpointError(
+            f"{path}: {len(non_finite)} weight tensor(s) hold NaN or infinite values ({', '.join(non_finite[:3])}); "
+            "the run diverged or the file is damaged: train again or resume from an earlier checkpoint"
         )
     module.load_state_dict(tensors)
 
@@ -152,30 +160,32 @@ def save_checkpoint(
     """
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
+    remove_stale(root, _CHECKPOINT_TEMP)  # temporaries of killed writes: tens of MB each
     name = f"step-{position.step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    tmp = make_temp_dir(root, prefix=f".{name}.")
     try:
-        save_file(state_dict_to_cpu(model), str(tmp / MODEL_FILE))
-        opt_tensors, opt_meta = _optimizer_to_flat(optimizer)
-        rng_tensors, rng_meta = _rng_state()
-        save_file(
-            {**{f"optim.{k}": v for k, v in opt_tensors.items()}, **rng_tensors}, str(tmp / "optimizer.safetensors")
-        )
-        state = {
-            "position": {"step": position.step, "epoch": position.epoch, "batch": position.batch},
-            "optimizer": opt_meta,
-            "rng": rng_meta,
-            "created": time.time(),
-        }
-        (tmp / "state.json").write_text(json.dumps(state))
-        (tmp / CONFIG_FILE).write_text(json.dumps(config_to_dict(config), indent=2, sort_keys=True))
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        final = root / name
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        with held(tmp):  # while it is written: another save must not take it for a leftover
+            save_file(state_dict_to_cpu(model), str(tmp / MODEL_FILE))
+            opt_tensors, opt_meta = _optimizer_to_flat(optimizer)
+            rng_tensors, rng_meta = _rng_state()
+            save_file(
+                {**{f"optim.{k}": v for k, v in opt_tensors.items()}, **rng_tensors}, str(tmp / "optimizer.safetensors")
+            )
+            state = {
+                "position": {"step": position.step, "epoch": position.epoch, "batch": position.batch},
+                "optimizer": opt_meta,
+                "rng": rng_meta,
+                "created": time.time(),
+            }
+            (tmp / "state.json").write_text(json.dumps(state))
+            (tmp / CONFIG_FILE).write_text(json.dumps(config_to_dict(config), indent=2, sort_keys=True))
+            for f in tmp.iterdir():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+            final = root / name
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -190,7 +200,10 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     pointer = Path(run_dir) / CHECKPOINTS / LATEST
     if not pointer.is_file():
         return None
-    path = pointer.parent / json.loads(pointer.read_text())["name"]
+    try:
+        path = pointer.parent / str(json.loads(pointer.read_text())["name"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{pointer}: unreadable checkpoint pointer ({exc}); point it at a step-* folder") from exc
     if not (path / "state.json").is_file():
         raise CheckpointError(f"{pointer} points to {path.name}, which is incomplete or missing")
     return path
@@ -218,12 +231,16 @@ def checkpoint_config(path: str | Path) -> TrainConfig:
 
 
 def write_run(run_dir: str | Path, embedder: nn.Module, config: TrainConfig, info: dict[str, Any]) -> str:
-    """Write the exported model of a finished run: weights, resolved config, then ``run.json`` (last).
+    """Write the exported model of a finished run: weights, resolved config, then ``run.json`` (last, and removed
+    first, so that an interruption in between leaves an unfinished run that ``--resume`` finishes).
 
     Returns:
         The model fingerprint.
     """
     run_dir = Path(run_dir)
+    # An extended run (``--resume`` with more steps) replaces the weights of a finished one: until the new run.json
+    # is in place the run is unfinished, never new weights beside the old fingerprint.
+    (run_dir / RUN_FILE).unlink(missing_ok=True)
     save_weights(embedder, run_dir / MODEL_FILE)
     write_json_atomic(config_to_dict(config), run_dir / CONFIG_FILE)
     fp = fingerprint(config, embedder)
@@ -244,7 +261,7 @@ def read_run(run_dir: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
     """The config and ``run.json`` of a finished run.
 
     Raises:
-        CheckpointError: not a run directory, or an unfinished one.
+        CheckpointError: not a run directory, an unfinished one, or a ``run.json``/``config.json`` that cannot be read.
     """
     run_dir = Path(run_dir)
     if not (run_dir / RUN_FILE).is_file():
@@ -254,7 +271,18 @@ def read_run(run_dir: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
             else ""
         )
         raise CheckpointError(f"{run_dir}: not a finished phenoprint run (no {RUN_FILE}).{hint}")
-    info = json.loads((run_dir / RUN_FILE).read_text())
+    try:
+        info = json.loads((run_dir / RUN_FILE).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{run_dir / RUN_FILE}: unreadable ({exc}); it is written last by `phenoprint train`: restore it, or "
+            "rerun `phenoprint train … --resume` to write it again"
+        ) from exc
+    if not isinstance(info, dict) or not isinstance(info.get("fingerprint"), str):
+        raise CheckpointError(
+            f"{run_dir / RUN_FILE}: not a phenoprint run record (a JSON object with the model's fingerprint); "
+            "rerun `phenoprint train … --resume` to write it again"
+        )
     if info.get("format_version") != RUN_FORMAT_VERSION:
         raise CheckpointError(
             f"{run_dir}: run format {info.get('format_version')} (this phenoprint reads {RUN_FORMAT_VERSION})"

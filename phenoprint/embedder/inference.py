@@ -19,12 +19,13 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from phenoprint.data.source import SiteSource
-from phenoprint.embedder.checkpoint import MODEL_FILE, load_weights, read_run
+from phenoprint.embedder.checkpoint import MODEL_FILE, RUN_FILE, fingerprint, load_weights, read_run
 from phenoprint.embedder.config import TrainConfig
 from phenoprint.embedder.data import ChannelStats, WellDataset, collate_sites, experiment_channel_stats
 from phenoprint.embedder.distributed import resolve_device
 from phenoprint.embedder.model import Embedder
 from phenoprint.embedder.transforms import dihedral, resize, standardize_site
+from phenoprint.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +155,13 @@ class WellVectors:
 def load_model(run_dir: str | Path, device: str = "auto") -> LoadedModel:
     """Load a finished run (``model.safetensors`` + ``config.json`` + ``run.json``) for inference.
 
+    The fingerprint served is verified against the weights themselves (it is recomputed from them), so another run's
+    ``model.safetensors`` copied in, or weights written without their run.json, are refused rather than served
+    under the old fingerprint.
+
     Raises:
-        CheckpointError: not a finished run, or weights that do not fit its config.
+        CheckpointError: not a finished run, weights that do not fit its config, hold NaN or infinite values, or do
+            not match the fingerprint recorded in run.json.
     """
     run_dir = Path(run_dir)
     config, info = read_run(run_dir)
@@ -166,11 +172,43 @@ def load_model(run_dir: str | Path, device: str = "auto") -> LoadedModel:
         model_cfg = replace(model_cfg, pretrained=False)
     embedder = Embedder(model_cfg)
     load_weights(embedder, run_dir / MODEL_FILE)
+    recorded = str(info["fingerprint"])
+    actual = fingerprint(config, embedder)  # of the weights as loaded: what indexes and tables are matched by
+    if actual != recorded:
+        raise CheckpointError(
+            f"{run_dir / MODEL_FILE}: these weights are not the model run.json describes (fingerprint "
+            f"{actual[:16]}…, run.json says {recorded[:16]}…): the file was replaced after the run was written, or "
+            "the run was interrupted while being written (finish it with `phenoprint train … --resume`)"
+        )
     dev = resolve_device(device)
     embedder.to(dev).eval()
-    stats = info.get("channel_stats")
-    channel_stats = None if not stats else {k: (np.asarray(m), np.asarray(s)) for k, (m, s) in stats.items()}
-    return LoadedModel(embedder, config, str(info["fingerprint"]), run_dir, dev, channel_stats)
+    return LoadedModel(embedder, config, recorded, run_dir, dev, _channel_stats(run_dir, info.get("channel_stats")))
+
+
+def _channel_stats(run_dir: Path, stats: object) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """The per-experiment input statistics of run.json, checked: finite (mean, std) per channel, std >= 0."""
+    if not stats:
+        return None
+    shape = f"{run_dir / RUN_FILE}: channel_stats is not {{experiment: [mean, std]}}"
+    if not isinstance(stats, dict):
+        raise CheckpointError(shape)
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    try:
+        for k, (m, s) in stats.items():
+            out[str(k)] = np.asarray(m, dtype=np.float64), np.asarray(s, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(shape) from exc
+    bad = [
+        k
+        for k, (m, s) in out.items()
+        if m.ndim != 1 or m.shape != s.shape or not (np.isfinite(m).all() and np.isfinite(s).all() and (s >= 0).all())
+    ]
+    if bad:
+        raise CheckpointError(
+            f"{run_dir / RUN_FILE}: the input statistics of {', '.join(bad[:3])} are not finite per-channel "
+            "(mean, std) values"
+        )
+    return out
 
 
 @torch.no_grad()

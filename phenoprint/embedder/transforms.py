@@ -32,8 +32,9 @@ def standardize_site(site: np.ndarray | torch.Tensor, mean: np.ndarray | None = 
         m, s = _uint8_channel_stats(array)
     else:
         m = x.mean(dim=(1, 2), keepdim=True)
-        s = x.std(dim=(1, 2), keepdim=True)
-    return x.sub_(m).div_(s.clamp(min=_STD_FLOOR))
+        # one pixel has no (unbiased) spread: torch's std would be NaN; a constant channel becomes all zeros
+        s = x.std(dim=(1, 2), keepdim=True) if array[0].size > 1 else torch.zeros_like(m)
+    return x.sub_(m).div_(torch.nan_to_num(s, nan=0.0).clamp(min=_STD_FLOOR))
 
 
 _LEVELS = np.arange(256, dtype=np.float64)

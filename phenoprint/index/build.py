@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Iterator
@@ -46,7 +47,8 @@ from phenoprint.index.table import EmbeddingTable
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the directory layout or the meaning of a stored file changes; older indexes are refused.
-FORMAT_VERSION = 1
+#: 2: the manifest records each file's size and SHA-256 (``files: {name: {bytes, sha256}}``), verified at load.
+FORMAT_VERSION = 2
 ARTIFACT_KIND = "phenoprint.experiment_index"
 INDEX_FILE = "index.faiss"
 ENTRIES_FILE = "entries.parquet"
@@ -54,6 +56,8 @@ CENTERING_FILE = "centering.npz"
 PLATE_GROUPS_FILE = "plate_groups.json"
 PRODUCER_ARRAYS_FILE = "producer.npz"  # optional: arrays of whoever made the vectors (e.g. adapted BN statistics)
 ENTRY_COLUMNS = ("sirna_id", "experiment", "plate", "well", "cell_type", "well_type", "kind")
+ENTRY_KINDS = ("control", "training")  # the target's own control wells | labelled wells of other experiments
+REQUIRED_FILES = (INDEX_FILE, ENTRIES_FILE, CENTERING_FILE)
 
 Scope = Literal["same_cell_type", "all"]
 SCOPES: tuple[str, ...] = get_args(Scope)
@@ -325,7 +329,8 @@ class ExperimentIndex:
         """Write the index directory atomically (temporary sibling, fsync, manifest last, swap in).
 
         Files: ``index.faiss``, ``entries.parquet``, ``centering.npz``, ``plate_groups.json`` (when groups are
-        known) and ``manifest.json``.
+        known), ``producer.npz`` (when the producer stored arrays) and ``manifest.json``, which records every other
+        file's size and SHA-256 so that a file replaced afterwards is refused at load.
         """
 
         def write_files(tmp: Path) -> None:
@@ -339,7 +344,7 @@ class ExperimentIndex:
                 np.savez(tmp / PRODUCER_ARRAYS_FILE, **arrays)
 
         def manifest(tmp: Path) -> dict[str, Any]:
-            files = {f.name: f.stat().st_size for f in sorted(tmp.iterdir()) if f.is_file()}
+            files = {f.name: _file_record(f) for f in sorted(tmp.iterdir()) if f.is_file()}
             return {**self.manifest, "files": files}
 
         path = write_artifact_dir(out, write_files, manifest)
@@ -371,22 +376,24 @@ class ExperimentIndex:
             manifest = read_json(path / MANIFEST_NAME)
         except ValueError as exc:
             raise IndexFormatError(f"{path / MANIFEST_NAME}: not valid JSON ({exc})") from exc
+        if not isinstance(manifest, dict):
+            raise IndexFormatError(f"{path / MANIFEST_NAME}: not a JSON object; rebuild the index")
         _check_manifest(path, manifest, expected_fingerprint, expected_dim)
-        missing = [f for f in manifest.get("files", {}) if not (path / f).is_file()]
-        if missing:
-            raise IndexFormatError(f"{path}: missing file(s) {', '.join(missing)} listed in the manifest")
+        files = _check_files(path, manifest)
         try:
             config = IndexConfig.from_json(manifest["config"])
             index = faiss_backend.read_index(path / INDEX_FILE)
             entries = pd.read_parquet(path / ENTRIES_FILE)
             centering = load_centering(path / CENTERING_FILE)
-            pg_path = path / PLATE_GROUPS_FILE
-            plate_groups = PlateGroups.from_json(read_json(pg_path)) if pg_path.is_file() else None
+            plate_groups = (
+                PlateGroups.from_json(read_json(path / PLATE_GROUPS_FILE)) if PLATE_GROUPS_FILE in files else None
+            )
             producer_arrays = {}
-            if (path / PRODUCER_ARRAYS_FILE).is_file():
+            if PRODUCER_ARRAYS_FILE in files:
                 with np.load(path / PRODUCER_ARRAYS_FILE, allow_pickle=False) as npz:
                     producer_arrays = {k: npz[k] for k in npz.files}
-        except (RuntimeError, OSError, ValueError, KeyError) as exc:
+            open_set = OpenSetThreshold.from_json(manifest["open_set"])
+        except (RuntimeError, OSError, ValueError, KeyError, TypeError) as exc:
             raise IndexFormatError(f"{path}: unreadable index file ({type(exc).__name__}: {exc})") from exc
         dim = int(manifest["dim"])
         problems = []
@@ -394,24 +401,135 @@ class ExperimentIndex:
             problems.append(f"{INDEX_FILE} has dimension {index.d}, the manifest says {dim}")
         if index.ntotal != len(entries):
             problems.append(f"{INDEX_FILE} holds {index.ntotal} vectors but {ENTRIES_FILE} has {len(entries)} rows")
-        if any(s.dim != dim for s in centering.values()):
-            problems.append(f"{CENTERING_FILE} was fitted on another dimension than {dim}")
-        if set(ENTRY_COLUMNS) - set(entries.columns):
-            problems.append(f"{ENTRIES_FILE} lacks column(s) {sorted(set(ENTRY_COLUMNS) - set(entries.columns))}")
+        problems += _entry_problems(entries)
+        problems += _centering_problems(centering, manifest, config, dim)
+        problems += [f"{PRODUCER_ARRAYS_FILE}: {p}" for p in _array_problems(producer_arrays)]
+        if np.isnan(open_set.threshold):
+            problems.append("the open-set threshold is NaN")
         if problems:
             raise IndexFormatError(f"{path}: " + "; ".join(problems))
         _apply_search_params(index, config)
+        vectors = faiss_backend.reconstruct_all(index)
+        if not np.isfinite(vectors).all():
+            raise IndexFormatError(f"{path}: {INDEX_FILE} holds non-finite vectors; rebuild the index")
         return cls(
             faiss_index=index,
-            vectors=faiss_backend.reconstruct_all(index),
+            vectors=vectors,
             entries=entries,
             centering=centering,
             config=config,
-            open_set=OpenSetThreshold.from_json(manifest["open_set"]),
+            open_set=open_set,
             plate_groups=plate_groups,
             manifest=manifest,
             producer_arrays=producer_arrays,
         )
+
+
+def _file_record(path: Path) -> dict[str, Any]:
+    """What the manifest records of one file: its size and SHA-256."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return {"bytes": size, "sha256": h.hexdigest()}
+
+
+def _check_files(path: Path, manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The manifest's file list, every file present with the size and content hash it records.
+
+    Only listed files are ever read: a file dropped into the folder later is ignored, one replaced later is refused.
+    """
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
+        raise IndexFormatError(f"{path}: the manifest does not list the index's files with their sizes and hashes")
+    unlisted = [f for f in REQUIRED_FILES if f not in files]
+    if unlisted:
+        raise IndexFormatError(f"{path}: the manifest does not list {', '.join(unlisted)}")
+    missing = [f for f in files if not (path / f).is_file()]
+    if missing:
+        raise IndexFormatError(f"{path}: missing file(s) {', '.join(missing)} listed in the manifest")
+    for name, want in files.items():
+        size = (path / name).stat().st_size
+        if size != want.get("bytes"):
+            raise IndexFormatError(
+                f"{path}: {name} is {size:,} bytes, the manifest says {want.get('bytes')}; the file was replaced or "
+                "damaged after the index was written (rebuild it)"
+            )
+        if _file_record(path / name)["sha256"] != want.get("sha256"):
+            raise IndexFormatError(
+                f"{path}: {name} does not match the content hash in the manifest; the file was replaced or damaged "
+                "after the index was written (rebuild it)"
+            )
+    return files
+
+
+def _entry_problems(entries: pd.DataFrame) -> list[str]:
+    """What is wrong with the entry table's columns: missing ones, wrong dtypes, unknown kinds, missing labels."""
+    missing = sorted(set(ENTRY_COLUMNS) - set(entries.columns))
+    if missing:
+        return [f"{ENTRIES_FILE} lacks column(s) {missing}"]
+    problems = []
+    for column in ("sirna_id", "plate"):
+        dtype = entries[column].dtype
+        if not pd.api.types.is_integer_dtype(dtype) or entries[column].isna().any():
+            problems.append(f"{ENTRIES_FILE} column {column} is of type {dtype}, expected integers without gaps")
+    for column in ("experiment", "well", "cell_type", "well_type", "kind"):
+        if not entries[column].map(lambda v: isinstance(v, str)).all():
+            problems.append(f"{ENTRIES_FILE} column {column} holds values that are not text")
+    unknown = sorted(set(entries["kind"].astype(str)) - set(ENTRY_KINDS))
+    if unknown:
+        problems.append(f"{ENTRIES_FILE} column kind holds {unknown[0]!r}; expected one of {', '.join(ENTRY_KINDS)}")
+    return problems
+
+
+def _centering_problems(
+    centering: dict[str, CenteringStats], manifest: dict[str, Any], config: IndexConfig, dim: int
+) -> list[str]:
+    """Every stored statistic against the manifest: the batch keys, the method, each array's shape, finite values."""
+    experiment = str(manifest.get("experiment"))
+    recorded = manifest.get("centering") or {}
+    expected = sorted((recorded.get("n_reference") or {}).keys())
+    if not config.per_plate and expected != [experiment]:
+        expected = [experiment]
+    if sorted(centering) != expected:
+        return [
+            f"{CENTERING_FILE} holds centering statistics for {', '.join(sorted(centering)) or 'nothing'}; expected "
+            f"{', '.join(expected)}"
+        ]
+    problems = []
+    for key, stats in centering.items():
+        where = f"{CENTERING_FILE} [{key}]"
+        if stats.method != config.center:
+            problems.append(f"{where} was fitted with {stats.method!r}, the manifest says {config.center!r}")
+        p = stats.components.shape[1] if stats.components.ndim == 2 else -1
+        for name, array, shape in (
+            ("mean", stats.mean, (dim,)),
+            ("scale", stats.scale, (dim,)),
+            ("components", stats.components, (dim, max(p, 0))),
+            ("gains", stats.gains, (max(p, 0),)),
+        ):
+            if array.shape != shape or not np.issubdtype(array.dtype, np.floating):
+                problems.append(f"{where} {name} has shape {array.shape} ({array.dtype}), expected {shape} (float)")
+            elif not np.isfinite(array).all():
+                problems.append(f"{where} {name} holds non-finite values")
+        if not problems and (stats.scale <= 0).any():
+            problems.append(f"{where} scale holds values <= 0")
+        if not np.isfinite(stats.isotropic):
+            problems.append(f"{where} isotropic gain is {stats.isotropic}")
+    return problems
+
+
+def _array_problems(arrays: dict[str, np.ndarray]) -> list[str]:
+    """Arrays that are not numeric or hold non-finite values (the index cannot know their shapes: its user checks)."""
+    problems = []
+    for name, array in arrays.items():
+        if not np.issubdtype(array.dtype, np.number):
+            problems.append(f"{name} is of type {array.dtype}, expected numbers")
+        elif not np.isfinite(array).all():
+            problems.append(f"{name} holds non-finite values")
+    return problems
 
 
 def _check_manifest(

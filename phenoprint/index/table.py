@@ -249,7 +249,8 @@ def read_embeddings(path: str | Path, columns: Sequence[str] | None = None) -> E
             across parts, or parts from different models.
     """
     path = Path(path)
-    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    # hidden names are temporaries and leftovers of interrupted writes, never parts
+    files = sorted(f for f in path.glob("*.parquet") if not f.name.startswith(".")) if path.is_dir() else [path]
     if not files or not all(f.is_file() for f in files):
         raise EmbeddingTableError(f"{path}: no Parquet file found (expected a .parquet file or a folder of them)")
     frames, infos = [], []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +117,22 @@ def png(plane: np.ndarray, mode: str | None = None) -> bytes:
     image = Image.fromarray(plane)
     (image.convert(mode) if mode else image).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data and CRC, as the PNG standard lays it out."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_header(width: int, height: int) -> bytes:
+    """An 8-bit grayscale IHDR chunk declaring ``width`` x ``height``."""
+    return png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+
+
+def png_with_chunks(data: bytes, before: bytes = b"", after_header: bytes = b"") -> bytes:
+    """A PNG with extra chunks inserted before its IHDR and/or right after it."""
+    signature, header, rest = data[:8], data[8:33], data[33:]
+    return signature + before + header + after_header + rest
 
 
 def site_pngs(source: FakeSource, experiment: str, well: str, site: int, name: str | None = None) -> dict[str, bytes]:

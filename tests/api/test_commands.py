@@ -47,6 +47,48 @@ def test_serve_refuses_a_bad_run_and_bad_settings(clean_env, monkeypatch, capsys
     assert "invalid settings (max_batch_wells" in capsys.readouterr().err
 
 
+@pytest.fixture
+def tampered_run(artifacts: Artifacts, tmp_path: Path) -> Path:
+    """The service's run with weights that no longer fit its config (one tensor of another shape)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path / "run"
+    shutil.copytree(artifacts.run, run)
+    tensors = load_file(str(run / "model.safetensors"))
+    name = sorted(k for k, t in tensors.items() if t.ndim == 4)[0]
+    tensors[name] = tensors[name][:1].contiguous()
+    save_file(tensors, str(run / "model.safetensors"))
+    return run
+
+
+def test_serve_refuses_a_bad_model_folder_in_one_line_and_shows_the_traceback_with_v(
+    clean_env, capsys, tampered_run: Path, artifacts: Artifacts
+) -> None:
+    """Such a folder used to pass the run.json check, then fail in uvicorn's lifespan: a traceback and exit code 3."""
+    argv = ["serve", "--model", str(tampered_run), "--indexes", str(artifacts.indexes), "--port", str(_free_port())]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("phenoprint serve: error: ")
+    assert "model.safetensors: weights do not fit the configured model" in err
+    assert main(["-v", *argv]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err
+    assert err.strip().splitlines()[-1].startswith("phenoprint serve: error: ")
+
+
+def test_serve_refuses_an_empty_api_key_at_startup(clean_env, monkeypatch, capsys, artifacts: Artifacts) -> None:
+    """An empty PHENOPRINT_API_KEY used to turn the check on with '' as the key: an empty header was accepted."""
+    monkeypatch.setenv("PHENOPRINT_API_KEY", "")
+    argv = ["serve", "--model", str(artifacts.run), "--indexes", str(artifacts.indexes), "--port", str(_free_port())]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "invalid settings (api_key" in err
+    assert "PHENOPRINT_API_KEY is empty" in err
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -14,6 +14,7 @@ from phenoprint.api.registry import IndexRegistry
 from phenoprint.errors import UnknownExperimentError
 from phenoprint.index.build import ExperimentIndex
 from tests.api.conftest import PER_PLATE, TARGET, Artifacts
+from tests.index.conftest import rehash_manifest
 
 
 @pytest.fixture
@@ -136,3 +137,78 @@ def test_a_missing_root_keeps_what_is_served(root: Path) -> None:
     shutil.rmtree(root)
     registry.refresh()
     assert sorted(registry.snapshot()) == [TARGET, PER_PLATE]
+
+
+def test_one_bad_folder_is_refused_with_its_reason_and_every_other_index_keeps_reloading(root: Path) -> None:
+    """Text siRNA ids (written consistently, hashes and all) used to make every scan throw: nothing else reloaded."""
+    import pandas as pd
+
+    entries = root / PER_PLATE / "entries.parquet"
+    pd.read_parquet(entries).astype({"sirna_id": str}).assign(sirna_id="siRNA-x").to_parquet(entries, index=False)
+    rehash_manifest(root / PER_PLATE)
+    registry = IndexRegistry(root, _fingerprint(root), 16)
+    report = registry.refresh()
+    assert sorted(registry.snapshot()) == [TARGET]
+    assert "sirna_id" in report.failed[PER_PLATE]
+    assert "sirna_id" in registry.refused[PER_PLATE]
+    _resave(root, TARGET, "second version")
+    report = registry.refresh()
+    assert report.loaded == (TARGET,)
+    assert registry.get(TARGET).index.manifest["created"] == "second version"
+    assert PER_PLATE in registry.refused
+
+
+def test_an_error_of_any_kind_while_loading_refuses_that_folder_only(root: Path, monkeypatch) -> None:
+    """Whatever a damaged folder raises (here a check that fails with a TypeError), the scan goes on."""
+
+    def check(loaded) -> None:
+        if loaded.experiment == PER_PLATE:
+            raise TypeError("unexpected")
+
+    registry = IndexRegistry(root, _fingerprint(root), 16, check=check)
+    report = registry.refresh()
+    assert sorted(registry.snapshot()) == [TARGET]
+    assert "TypeError: unexpected" in report.failed[PER_PLATE]
+
+
+def test_the_service_starts_and_serves_beside_a_bad_folder(root: Path, settings) -> None:
+    """A bad folder at startup used to make the server exit with code 3."""
+    import pandas as pd
+    from fastapi.testclient import TestClient
+
+    from phenoprint.api.app import create_app
+
+    entries = root / PER_PLATE / "entries.parquet"
+    pd.read_parquet(entries).assign(sirna_id="siRNA-x").to_parquet(entries, index=False)
+    rehash_manifest(root / PER_PLATE)
+    with TestClient(create_app(settings.model_copy(update={"indexes": root}))) as client:
+        listing = client.get("/experiments").json()
+        assert [e["experiment"] for e in listing["experiments"]] == [TARGET]
+        assert "sirna_id" in listing["refused"][PER_PLATE]
+
+
+def test_a_folder_the_service_may_not_read_is_refused_at_warning_level_with_its_path(
+    root: Path, monkeypatch, caplog
+) -> None:
+    """It used to be skipped with a debug line, as if it were not an index at all."""
+    real_stat = os.stat
+    denied = root / PER_PLATE / "manifest.json"
+
+    def stat(path, *args, **kwargs):
+        if Path(path) == denied:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(registry_module.os, "stat", stat)
+    registry = IndexRegistry(root, _fingerprint(root), 16)
+    with caplog.at_level("WARNING", logger="phenoprint.api.registry"):
+        report = registry.refresh()
+    assert sorted(registry.snapshot()) == [TARGET]
+    assert "permission denied" in report.failed[PER_PLATE]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(str(root / PER_PLATE) in m and "permission denied" in m for m in warnings)
+    caplog.clear()
+    registry.refresh()
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]  # once, not every scan
+    monkeypatch.undo()
+    assert registry.refresh().loaded == (PER_PLATE,)

@@ -31,6 +31,15 @@ def test_bad_values_are_refused(monkeypatch) -> None:
         Settings()
 
 
+@pytest.mark.parametrize("key", ["", "   "])
+def test_an_empty_api_key_is_refused(monkeypatch, key: str) -> None:
+    monkeypatch.setenv("PHENOPRINT_API_KEY", key)
+    with pytest.raises(ValidationError, match="PHENOPRINT_API_KEY is empty"):
+        Settings()
+    with pytest.raises(ValidationError, match="PHENOPRINT_API_KEY is empty"):
+        Settings(api_key=key)
+
+
 def test_get_settings_reads_the_environment_once(monkeypatch) -> None:
     get_settings.cache_clear()
     try:

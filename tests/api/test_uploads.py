@@ -7,9 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from phenoprint.api import uploads
 from phenoprint.api.uploads import NotPngError, UploadedFile, read_well
 from phenoprint.errors import ImageFormatError
-from tests.api.conftest import png
+from tests.api.conftest import png, png_chunk, png_header, png_with_chunks
 
 
 def _site(seed: int, size: tuple[int, int] = (8, 10)) -> np.ndarray:
@@ -95,7 +96,7 @@ def test_files_of_two_wells_are_refused() -> None:
 
 def test_planes_of_different_sizes_within_and_across_sites() -> None:
     files = _files({1: _site(1)})
-    files[2] = UploadedFile(files[2].name, png(np.zeros((5, 5), dtype=np.uint8)))
+    files[2] = UploadedFile(files[2].name, png(np.zeros((12, 12), dtype=np.uint8)))
     err = _refusal(files)
     assert err.source == "B02_s1_w3.png"
     assert "differs from" in err.problem
@@ -112,7 +113,7 @@ def test_not_a_png_is_its_own_error_and_damaged_pngs_are_image_errors() -> None:
     for data, words in [
         (files[5].data[:60], "truncated or corrupt"),
         (b"", "an empty file"),
-        (png(np.zeros((4, 4, 3), dtype=np.uint8)), "mode 'RGB'"),
+        (png(np.zeros((8, 10, 3), dtype=np.uint8)), "mode 'RGB'"),
     ]:
         err = _refusal([*files[:5], UploadedFile(files[5].name, data)])
         assert not isinstance(err, NotPngError)
@@ -122,6 +123,70 @@ def test_not_a_png_is_its_own_error_and_damaged_pngs_are_image_errors() -> None:
 def test_images_over_the_pixel_limit_are_refused_before_decoding() -> None:
     err = _refusal(_files({1: _site(1)}), max_pixels=79)
     assert "image of 10x8 pixels exceeds the 79-pixel limit" in err.problem
+
+
+def test_a_chunk_before_the_header_cannot_hide_the_image_size() -> None:
+    """PIL decodes a PNG whose IHDR is not the first chunk; the size check used to read only the first chunk."""
+    comment = png_chunk(b"tEXt", b"Comment\x00hello")
+    files = [UploadedFile(f.name, png_with_chunks(f.data, before=comment)) for f in _files({1: _site(1, (40, 40))})]
+    err = _refusal(files, max_pixels=1000)
+    assert err.source == "B02_s1_w1.png"
+    assert "first chunk is b'tEXt'" in err.problem
+    assert "IHDR" in err.problem
+
+
+def test_a_second_header_cannot_enlarge_the_image_past_the_limit() -> None:
+    """A small IHDR first and the real (large) one second: PIL decodes the second."""
+    small = png_header(8, 8)
+    files = [UploadedFile(f.name, png_with_chunks(f.data, before=small)) for f in _files({1: _site(1, (40, 40))})]
+    err = _refusal(files, max_pixels=1000)
+    assert err.source == "B02_s1_w1.png"
+    assert "second header" in err.problem
+
+
+def test_every_file_is_checked_before_any_is_decoded(monkeypatch) -> None:
+    """An over-size last file is refused before the first eleven are decoded: memory stays bounded by the limit."""
+    decoded = []
+    real = uploads.decode_png
+    monkeypatch.setattr(uploads, "decode_png", lambda *a, **k: decoded.append(a[1]) or real(*a, **k))
+    files = _files({1: _site(1), 2: _site(2)})
+    files[-1] = UploadedFile(files[-1].name, png(np.zeros((100, 100), dtype=np.uint8)))
+    err = _refusal(files, max_pixels=1000)
+    assert err.source == "B02_s2_w6.png"
+    assert "exceeds the 1,000-pixel limit" in err.problem
+    assert decoded == []
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 40), (7, 8)])
+def test_images_below_the_minimum_size_are_refused_saying_the_minimum(size: tuple[int, int]) -> None:
+    """A 1x1 site has no spread to standardize by: it used to give NaN embeddings. The minimum is 8x8."""
+    err = _refusal(_files({1: np.full((6, *size), 7, dtype=np.uint8)}))
+    assert err.source == "B02_s1_w1.png"
+    assert "at least 8x8" in err.problem
+
+
+def test_signature_only_header_only_and_zero_width_pngs_name_the_file_and_the_fault() -> None:
+    good = _files({1: _site(1)})
+    signature = good[0].data[:8]
+    for data, words in [
+        (signature, "ends after its signature"),
+        (signature + png_header(10, 8), "before its image data"),
+        (signature + png_header(0, 8) + good[0].data[33:], "0x8"),
+    ]:
+        err = _refusal([UploadedFile("B02_s1_w1.png", data), *good[1:]])
+        assert err.source == "B02_s1_w1.png"
+        assert words in err.problem, err.problem
+        assert "BytesIO" not in str(err)
+
+
+def test_a_file_name_longer_than_the_limit_is_refused_saying_what_to_send() -> None:
+    files = _files({1: _site(1)})
+    files[0] = UploadedFile("x" * 300 + "_s1_w1.png", files[0].data)
+    err = _refusal(files)
+    assert err.source.startswith("xxx")
+    assert len(err.source) <= 120
+    assert "310 characters" in err.problem
+    assert "B02_s1_w1.png" in err.problem
 
 
 NAMES = st.one_of(

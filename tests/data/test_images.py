@@ -103,3 +103,49 @@ def test_decode_png_from_memory_matches_pil(rxrx1_root: Path) -> None:
     np.testing.assert_array_equal(decode_png(path.read_bytes(), "upload.png"), np.array(Image.open(path)))
     with pytest.raises(ImageFormatError, match=r"upload\.png: not a PNG"):
         decode_png(b"hello", "upload.png")
+
+
+def _bomb(width: int, height: int) -> bytes:
+    """A PNG declaring width x height whose image data is a few bytes (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_a_decompression_bomb_is_an_image_error_naming_the_file() -> None:
+    """PIL raises DecompressionBombError (not an OSError) above twice its pixel limit; it must not escape."""
+    with pytest.raises(ImageFormatError, match=r"bomb\.png: image of 20000x20000 pixels is too large") as info:
+        decode_png(_bomb(20_000, 20_000), "bomb.png")
+    assert info.value.source == "bomb.png"
+
+
+def test_a_size_limit_is_checked_before_decoding() -> None:
+    with pytest.raises(ImageFormatError, match=r"image of 9000x9000 pixels exceeds the 16,777,216-pixel limit"):
+        decode_png(_bomb(9000, 9000), "big.png", max_pixels=4096**2)
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (b"\x89PNG\r\n\x1a\n", "ends after its signature"),
+        (_bomb(10, 10)[:33], "before its image data (IDAT)"),
+        (_bomb(0, 10), "PNG of 0x10 pixels"),
+    ],
+    ids=["signature-only", "header-only", "zero-width"],
+)
+def test_incomplete_pngs_say_what_is_missing_without_a_buffer_repr(data: bytes, words: str) -> None:
+    with pytest.raises(ImageFormatError) as info:
+        decode_png(data, "upload.png")
+    assert words in info.value.problem
+    assert "BytesIO" not in str(info.value)
+    assert str(info.value).startswith("upload.png: ")

@@ -111,6 +111,32 @@ def test_interrupted_pack_is_refused_then_resumed(
         np.testing.assert_array_equal(source.load(*key), load_site(tiny_root, *key))
 
 
+def test_a_kill_during_the_last_progress_save_leaves_no_temporary(
+    tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every row done, then killed before the manifest: the rerun writes no more progress, so no later save of
+    done.npy would remove the temporary the kill left; the completion does."""
+    import os
+
+    real = packmod.write_json_atomic
+
+    def killed_before_the_manifest(data: Any, path: Any) -> Any:
+        if Path(path).name == "manifest.json":
+            raise KeyboardInterrupt
+        return real(data, path)
+
+    monkeypatch.setattr(packmod, "write_json_atomic", killed_before_the_manifest)
+    out = tmp_path / "p"
+    with pytest.raises(KeyboardInterrupt):
+        pack(tiny_root, out, workers=1, progress=False)
+    monkeypatch.undo()
+    leftover = out / ".done.npy.k2j4h5g6.tmp"
+    leftover.write_bytes(b"half of a save")
+    os.utime(leftover, (1e9, 1e9))
+    assert pack(tiny_root, out, workers=1, progress=False).n_decoded == 0
+    assert sorted(p.name for p in out.iterdir()) == ["images.npy", "index.parquet", "manifest.json"]
+
+
 def test_parallel_pack_equals_serial(tiny_root: Path, tiny_pack: Path, tmp_path: Path) -> None:
     pack(tiny_root, tmp_path / "par", workers=2, chunk=64, progress=False)
     np.testing.assert_array_equal(PackSource(tmp_path / "par").images, PackSource(tiny_pack).images)

@@ -51,6 +51,27 @@ def test_checkpoint_round_trip_restores_weights_optimizer_and_rng(tmp_path: Path
     assert not list(tmp_path.glob("checkpoints/.step-*"))  # no temporary folder left behind
 
 
+def test_a_killed_checkpoint_write_is_cleaned_at_the_next_checkpoint_and_folders_get_the_umask(tmp_path: Path) -> None:
+    """Checkpoint temporaries are ~60 MB each for a resnet50: a killed write's used to stay forever."""
+    import os
+
+    model = TrainingModel(CFG.model)
+    opt = torch.optim.AdamW(model.parameters())
+    save_checkpoint(tmp_path, model, opt, Position(1, 0, 1), CFG)
+    leftover = tmp_path / "checkpoints" / ".step-00000002.ab12cd34"  # killed while writing step 2
+    leftover.mkdir()
+    (leftover / "model.safetensors").write_bytes(b"\0" * 1000)
+    os.utime(leftover, (1e9, 1e9))
+    umask = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path, model, opt, Position(2, 0, 2), CFG)
+    finally:
+        os.umask(umask)
+    assert not leftover.exists()
+    assert path.stat().st_mode & 0o777 == 0o755
+    assert latest_checkpoint(tmp_path) == path
+
+
 def test_only_the_last_checkpoints_are_kept(tmp_path: Path) -> None:
     model = TrainingModel(CFG.model)
     opt = torch.optim.AdamW(model.parameters())

@@ -94,6 +94,36 @@ def test_an_existing_run_is_not_overwritten(fake_source, tmp_path: Path) -> None
         train(_config(max_steps=1), fake_source, tmp_path / "run", progress=False)
 
 
+def test_extending_a_run_killed_before_its_run_json_never_pairs_new_weights_with_the_old_fingerprint(
+    fake_source, tmp_path: Path, monkeypatch
+) -> None:
+    """``--resume`` with more steps rewrites the weights of a finished run, then its run.json: a kill in between used
+    to leave the new weights served under the old fingerprint."""
+    from phenoprint.embedder import checkpoint
+    from phenoprint.embedder.inference import load_model
+
+    run = tmp_path / "run"
+    train(_config(max_steps=2), fake_source, run, progress=False)
+    old = load_model(run, "cpu").fingerprint
+    real = checkpoint.write_json_atomic
+
+    def killed_before_run_json(data, path):
+        if Path(path).name == "run.json":
+            raise KeyboardInterrupt  # as SIGKILL would, between the weights and the record
+        return real(data, path)
+
+    monkeypatch.setattr(checkpoint, "write_json_atomic", killed_before_run_json)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(max_steps=4), fake_source, run, resume=True, progress=False)
+    monkeypatch.undo()
+    with pytest.raises(CheckpointError, match="--resume"):
+        load_model(run, "cpu")
+    finished = train(_config(max_steps=4), fake_source, run, resume=True, progress=False)
+    model = load_model(run, "cpu")
+    assert model.fingerprint == finished.fingerprint != old
+    assert finished.steps == 4
+
+
 def test_resume_with_another_config_is_refused(fake_source, tmp_path: Path) -> None:
     train(_config(max_steps=2), fake_source, tmp_path / "run", progress=False)
     with pytest.raises(CheckpointError, match=r"lr: 0\.003 → 0\.1"):

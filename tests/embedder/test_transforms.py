@@ -33,6 +33,13 @@ def test_a_constant_channel_does_not_blow_up() -> None:
     assert torch.isfinite(standardize_site(np.zeros((6, 8, 8), dtype=np.uint8))).all()
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_a_one_pixel_site_standardizes_to_finite_zeros(dtype) -> None:
+    """One pixel has no spread: the unbiased standard deviation is undefined (NaN), not a reason to emit NaN."""
+    got = standardize_site(np.full((6, 1, 1), 9, dtype=dtype))
+    assert torch.equal(got, torch.zeros(6, 1, 1))
+
+
 def test_the_eight_dihedral_transforms_are_distinct_and_invertible() -> None:
     x = torch.arange(16.0).view(1, 4, 4)
     seen = {tuple(dihedral(x, k).flatten().tolist()) for k in range(8)}

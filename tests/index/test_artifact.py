@@ -89,3 +89,52 @@ def test_a_failed_swap_puts_the_old_directory_back(tmp_path: Path, monkeypatch: 
 def test_write_json_refuses_nan(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not JSON compliant"):
         artifact.write_json(tmp_path / "x.json", {"x": float("nan")})
+
+
+def _crash_leftover(parent: Path, name: str, *, folder: bool = True, age_s: float = 3600.0) -> Path:
+    """What a writer killed mid-write leaves: a hidden temporary, nobody holding it, from before this process."""
+    path = parent / name
+    if folder:
+        path.mkdir()
+        (path / "index.faiss").write_bytes(b"\0" * 1000)
+    else:
+        path.write_bytes(b"\0" * 1000)
+    old = os.stat(path).st_mtime - age_s
+    os.utime(path, (old, old))
+    return path
+
+
+def test_leftovers_of_a_crashed_save_are_removed_at_the_next_save_of_that_artifact(tmp_path: Path) -> None:
+    write_artifact_dir(tmp_path / "a", _writer("one"), _manifest)
+    _crash_leftover(tmp_path, ".a.tmp-k3x9q2zz")  # killed while writing
+    _crash_leftover(tmp_path, ".a.old-1a2b3c4d")  # killed between its two renames
+    other = _crash_leftover(tmp_path, ".b.tmp-k3x9q2zz")  # another artifact's: its own next save cleans it
+    write_artifact_dir(tmp_path / "a", _writer("two"), _manifest)
+    assert _leftovers(tmp_path) == [other.name]
+    assert (tmp_path / "a" / "data.txt").read_text() == "two"
+
+
+def test_a_temporary_whose_writer_is_alive_is_kept(tmp_path: Path) -> None:
+    """A concurrent writer holds a lock on its temporary folder: only the lock's absence makes a leftover stale."""
+    import fcntl
+
+    busy = _crash_leftover(tmp_path, ".a.tmp-busybusy")
+    fd = os.open(busy, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        write_artifact_dir(tmp_path / "a", _writer("one"), _manifest)
+        assert busy.is_dir()
+    finally:
+        os.close(fd)
+    write_artifact_dir(tmp_path / "a", _writer("two"), _manifest)
+    assert not busy.exists()
+
+
+def test_artifact_folders_get_the_process_umask_not_0700(tmp_path: Path) -> None:
+    """mkdtemp creates 0700: another user (the Docker image's non-root one) could not read an index."""
+    umask = os.umask(0o022)
+    try:
+        out = write_artifact_dir(tmp_path / "a", _writer("one"), _manifest)
+    finally:
+        os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o755

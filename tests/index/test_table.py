@@ -60,6 +60,15 @@ def test_a_folder_of_parts_is_read_in_name_order(tmp_path: Path) -> None:
     assert back.meta["Metadata_well"].tolist() == frame["Metadata_well"].tolist()
 
 
+def test_hidden_leftovers_in_a_folder_of_parts_are_never_read(tmp_path: Path) -> None:
+    """What a killed multi-process export leaves (a hidden temporary, or a hidden copy) is not a part."""
+    table = EmbeddingTable.from_frame(_frame(), fingerprint="abc")
+    write_embeddings(table, tmp_path / "part-00000-of-00001.parquet")
+    write_embeddings(EmbeddingTable.from_frame(_frame(d=5), fingerprint="other"), tmp_path / ".part-00001.parquet")
+    (tmp_path / ".part-00000-of-00001.parquet.k2j4h5g6.tmp").write_bytes(b"half a file")
+    assert len(read_embeddings(tmp_path)) == len(table)
+
+
 def test_parts_of_different_dimension_or_model_are_refused(tmp_path: Path) -> None:
     write_embeddings(EmbeddingTable.from_frame(_frame(4, 3), "m"), tmp_path / "part-0.parquet")
     write_embeddings(EmbeddingTable.from_frame(_frame(4, 5), "m"), tmp_path / "part-1.parquet")

@@ -99,6 +99,60 @@ def test_no_files_is_a_422(client: TestClient) -> None:
     r = client.post("/classify", data={"experiment": TARGET})
     assert r.status_code == 422
     assert r.json()["detail"][0]["loc"][-1] == "files"
+    assert "no files were sent; send the 6 channel PNGs" in r.json()["detail"][0]["msg"]
+
+
+@pytest.mark.parametrize("path", ["/classify", "/embed", "/preview"])
+def test_the_files_field_says_it_needs_at_least_one_file(client: TestClient, path: str) -> None:
+    schema = client.get("/openapi.json").json()
+    body = schema["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"]
+    files = schema["components"]["schemas"][body.rsplit("/", 1)[-1]]["properties"]["files"]
+    assert files["minItems"] == 1
+
+
+def test_a_part_without_a_file_name_is_named_with_what_to_send(client: TestClient, artifacts) -> None:
+    """A part without a filename reaches FastAPI as text: its message was "Expected UploadFile, received: str"."""
+    r = client.post(
+        "/classify", files=b02_parts(artifacts.source, sites=(1,)), data={"experiment": TARGET, "files": "x"}
+    )
+    assert r.status_code == 422
+    (error,) = [e for e in r.json()["detail"] if e["loc"][:2] == ["body", "files"]]
+    assert error["msg"].startswith("part 1 of `files` is a text field without a file name")
+    assert "-F files=@B02_s1_w1.png" in error["msg"]
+    assert "UploadFile" not in error["msg"]
+
+
+def test_a_file_name_of_thousands_of_characters_says_what_to_send(client: TestClient, artifacts) -> None:
+    """The multipart parser refuses a part header over ~4 KB; starlette answered only "Invalid multipart data."."""
+    parts = b02_parts(artifacts.source, sites=(1,))
+    parts = _replace(parts, 0, name="x" * 5000 + "_s1_w1.png")
+    r = client.post("/classify", files=parts, data={"experiment": TARGET})
+    assert r.status_code == 400
+    detail = r.json()["detail"]
+    assert "file name" in detail
+    assert "B02_s1_w1.png" in detail
+    r = client.post("/classify", files=_replace(parts, 0, name="x" * 1000 + "_s1_w1.png"), data={"experiment": TARGET})
+    assert r.status_code == 422
+    assert "a file name of 1,010 characters (at most 255" in r.json()["detail"][0]["msg"]
+
+
+def test_a_one_pixel_well_is_refused_and_a_constant_one_embeds_to_finite_numbers(client: TestClient) -> None:
+    """A 1x1 site used to give NaN (null in JSON), violating the schema; a constant site must stay finite."""
+    tiny = [("files", (f"B02_s1_w{c}.png", png(np.full((1, 1), 9, dtype=np.uint8)), "image/png")) for c in range(1, 7)]
+    r = client.post("/embed", files=tiny, data={"experiment": TARGET})
+    assert r.status_code == 422
+    assert "at least 8x8" in r.json()["detail"][0]["msg"]
+    flat = [
+        ("files", (f"B02_s1_w{c}.png", png(np.full((32, 32), 9, dtype=np.uint8)), "image/png")) for c in range(1, 7)
+    ]
+    r = client.post("/embed", files=flat, data={"experiment": TARGET})
+    assert r.status_code == 200, r.text
+    assert np.isfinite(r.json()["embedding"]).all()
+    assert np.isfinite(r.json()["centred"]).all()
+    r = client.post("/classify", files=flat, data={"experiment": TARGET})
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"]
+    assert np.isfinite(r.json()["best_similarity"])
 
 
 def _replace(parts, i: int, name: str | None = None, data: bytes | None = None, content_type: str = "image/png"):
