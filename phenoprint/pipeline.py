@@ -259,7 +259,7 @@ def onboard(config: DemoConfig, run: Path, root: Path, reference: Path, holdout:
             argv.append("--bn-adapt")
         import argparse
 
-        parser = argparse.ArgumentParser()
+        parser = argparse.ArgumentParser(allow_abbrev=False)
         add_build_index_arguments(parser)
         print(f"scripts/build_index.py {' '.join(argv)}")
         run_build_index(parser.parse_args(argv))

@@ -146,7 +146,7 @@ def fit_table_centering(
     """Fit every batch of the table on its own reference wells (one set of statistics per experiment or plate).
 
     Raises:
-        EmbeddingTableError: a batch has no (or too few) reference wells; the message suggests ``--reference all``.
+        EmbeddingTableError: a batch has no (or too few) reference wells; the message suggests ``--center-on all``.
     """
     keys = batch_keys(table.meta, per_plate)
     ref = reference_mask(table, reference)
@@ -157,7 +157,7 @@ def fit_table_centering(
         if len(short):
             controls = reference == "controls"
             what = "control wells (Metadata_well_type positive_control/negative_control)" if controls else "wells"
-            hint = "; use --reference all to centre on all its wells (for data without controls)" if controls else ""
+            hint = "; use --center-on all to centre on all its wells (for data without controls)" if controls else ""
             others = f" ({len(short)} batches are short)" if len(short) > 1 else ""
             raise EmbeddingTableError(
                 f"batch {short.index[0]} has {int(short.iloc[0])} {what} but centering {method!r} needs at least "
@@ -182,7 +182,8 @@ class ExperimentIndex:
     stored statistics (:meth:`center`), never with statistics recomputed per query.
 
     Attributes:
-        entries: one row per indexed well (:data:`ENTRY_COLUMNS`); row i is FAISS id i.
+        entries: one row per indexed well (:data:`ENTRY_COLUMNS`, plus ``sirna``, the siRNA's name, when the
+            embedding table had ``Metadata_sirna``); row i is FAISS id i.
         vectors: (n, d) float32 centred unit vectors of the entries.
         centering: batch key (``experiment`` or ``experiment/plate``) → the experiment's fitted statistics.
         config: the resolved build configuration.
@@ -618,6 +619,9 @@ def assemble_index(
             "kind": np.where(target, "control", "training"),
         }
     )
+    if "Metadata_sirna" in meta.columns:  # names where the metadata gave them (RxRx1 v1.0), None elsewhere
+        names = meta["Metadata_sirna"].astype("string")
+        entries["sirna"] = [None if pd.isna(v) else str(v) for v in names]
     vectors = np.ascontiguousarray(centred[mask], dtype=np.float32)
     index = faiss_backend.make_index(
         vectors,
