@@ -45,6 +45,26 @@ def too_large(limit: int, size: int | None = None) -> HTTPException:
     )
 
 
+def public_error(error: dict[str, Any]) -> dict[str, Any]:
+    """One validation error as a client should see it: where, what, and which kind, without the ``input`` pydantic
+    attaches (for a multipart form that is every part, upload internals included) or other server objects."""
+    loc = [str(part) if not isinstance(part, int) else part for part in error.get("loc", ())]
+    kind = str(error.get("type", "value_error"))
+    msg = str(error.get("msg", "invalid value"))
+    if kind == "missing" and loc:
+        msg = f"{msg}: send the form field {loc[-1]!r}"
+    out: dict[str, Any] = {"loc": loc, "msg": msg, "type": kind}
+    ctx = {k: v for k, v in (error.get("ctx") or {}).items() if isinstance(v, (str, int, float, bool))}
+    if ctx:
+        out["ctx"] = ctx
+    return out
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": [public_error(e) for e in exc.errors()]}, status_code=422)
+
+
 async def _unknown_experiment(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, UnknownExperimentError)
     body = UnknownExperimentMessage(detail=f"{exc}; send one of the known experiments", known=exc.known)
@@ -66,7 +86,9 @@ async def _closed(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Register the mapping: unknown experiment 404, not a PNG 415, any other image problem 422, closed 503."""
+    """Register the mapping: invalid fields 422 (without echoing the request), unknown experiment 404, not a PNG 415,
+    any other image problem 422, closed 503."""
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(UnknownExperimentError, _unknown_experiment)
     app.add_exception_handler(NotPngError, _not_png)  # handlers are looked up along the MRO: this one wins
     app.add_exception_handler(ImageFormatError, _bad_image)
