@@ -103,7 +103,7 @@ class ArgumentParser(argparse.ArgumentParser):
             parser.error(_unrecognized(parser, extras))
         return ns
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         super().error(_suggest_choice(self, message))
 
 

@@ -54,6 +54,8 @@ def setup_logging(level: str | int = "info") -> None:
         logger.propagate = True
         logger.setLevel(numeric)
     logging.getLogger("faiss").setLevel(max(numeric, logging.WARNING))  # its loader reports every CPU-feature probe
+    for chatty in ("httpx", "httpcore"):  # a line per HTTP request a client sends: the server's log has them
+        logging.getLogger(chatty).setLevel(max(numeric, logging.WARNING))
 
 
 def warn_once(logger: logging.Logger, message: str, *args: object) -> None:

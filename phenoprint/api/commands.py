@@ -126,9 +126,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         print(f"phenoprint serve: error: nothing to serve: pass {' and '.join(missing)}", file=sys.stderr)
         return 2
     # one level for phenoprint's and uvicorn's lines: --log-level, else -q/-v, else the variable or file, else info
-    if "log_level" in vars(args) or not (args.quiet or args.verbose):
-        level = settings.log_level
-    else:
+    level: str = settings.log_level
+    if "log_level" not in vars(args) and (args.quiet or args.verbose):
         level = level_from_flags(args.verbose, args.quiet)
     setup_logging(level)
 

@@ -118,9 +118,9 @@ def _run_train(args: argparse.Namespace) -> int:
     config = train_config_from_args(args)
     result = train(config, open_source(args.data, args.pack), args.out, resume=args.resume)
     if result.fingerprint is not None:
-        val = "n/a" if result.val_top1 is None else f"{result.val_top1:.3f}"
-        print(f"trained {result.steps} steps; loss {result.final_loss:.4f}; held-out top-1 {val}")
-        print(f"run: {result.run_dir}  fingerprint: {result.fingerprint[:16]}")
+        val = "none (nothing held out)" if result.val_top1 is None else f"{result.val_top1:.3f}"
+        print(f"trained {result.steps} steps; loss {result.final_loss:.4f}; validation top-1 {val}")
+        print(f"run: {result.run_dir}  fingerprint: {result.fingerprint[:16]}  (see MODEL_CARD.md there)")
     return 0
 
 
@@ -246,6 +246,7 @@ def run_build_index(args: argparse.Namespace) -> int:
         args.out,
         index_config_from_args(args, build=True),
         queries_out=args.queries_out,
+        progress=not getattr(args, "quiet", False),
         tta=args.tta,
         bn_adapt=args.bn_adapt,
         allow_mismatch=args.allow_mismatch,

@@ -219,7 +219,7 @@ def onboard_experiment(
     )
     out = index.save(out_dir)
     seconds = time.perf_counter() - started
-    log.info("onboarded %s: %d wells embedded, %d index entries, %.1f s", experiment, len(new), len(index), seconds)
+    log.debug("onboarded %s: %d wells embedded, %d index entries, %.1f s", experiment, len(new), len(index), seconds)
     return OnboardResult(experiment, Path(out), len(new), len(index), seconds, queries_path, how.tta, how.bn_adapt)
 
 

@@ -507,14 +507,15 @@ def build_experiment_index(
         index.manifest["producer"] = producer
     index.producer_arrays = dict(producer_arrays or {})
     log.info(
-        "built the index of %s: %d entries (%d siRNAs, %d experiments), %s on %s, %s, in %.2f s",
+        "built the index of %s: %d wells of %d siRNAs (its own controls and %d other experiments), centering %s "
+        "fitted on its %s, %s search, in %.2f s",
         experiment,
         len(index),
         len(index.sirna_ids),
         index.manifest["counts"]["source_experiments"],
         config.center,
-        config.reference,
-        config.kind,
+        "control wells" if config.reference == "controls" else "wells",
+        "exact" if config.kind == "flat" else f"approximate ({config.kind})",
         time.perf_counter() - started,
     )
     return index
