@@ -177,6 +177,10 @@ def train_model(config: DemoConfig, root: Path, pack: Path, holdout: tuple[str, 
     run = config.workdir / "run"
     if (run / RUN_FILE).is_file():
         print(f"reusing {run}")
+        if not (run / MODEL_CARD).is_file():  # a run from before runs described themselves
+            from phenoprint.embedder.report import write_run_report
+
+            write_run_report(run)
         _explain_run(run, CURVE_FILE, MODEL_CARD)
         return run
     source = open_source(root, pack)
@@ -535,9 +539,14 @@ def classify_over_http(port: int, root: Path, experiment: str, seed: int = 0) ->
         "sirna_id": int(row.sirna_id),
         "sirna": str(row.sirna) if "sirna" in row.index and pd.notna(row.sirna) else None,
     }
-    answer["curl"] = f"curl -s http://127.0.0.1:{port}/classify -F experiment={experiment} " + " ".join(
-        f"-F files=@{layout.site_path(experiment, row.plate, row.well, name[1], name[2])}"
-        for name in _site_channels(files)
+    answer["image_folder"] = str(layout.site_path(experiment, row.plate, row.well, 1, 1).parent)
+    answer["curl"] = (
+        f"curl -s http://127.0.0.1:{port}/classify -F experiment={experiment} -F plate={row.plate} -F well={row.well} "
+        "-F top_k=5 "
+        + " ".join(
+            f"-F files=@{layout.site_path(experiment, row.plate, row.well, name[1], name[2])}"
+            for name in _site_channels(files)
+        )
     )
     return answer
 
