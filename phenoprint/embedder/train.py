@@ -50,7 +50,7 @@ VAL_REFERENCE_EXPERIMENTS = 3
 #: data-fit warnings point to.
 DEMO_RECIPE = (
     "--backbone resnet10t --image-size 64 --embedding-dim 128 --normalization experiment --epochs 20 "
-    "--batch-size 32 --lr 3e-3 --num-classes <largest siRNA id + 1> --holdout <one experiment per cell type>"
+    "--batch-size 32 --lr 0.003 --num-classes <largest siRNA id + 1> --holdout <one experiment per cell type>"
 )
 #: Config fields that may differ on --resume (they change where and how fast, not what is computed).
 RESUMABLE_CHANGES = frozenset(
