@@ -126,10 +126,8 @@ def test_a_fallback_is_warned_once_per_process(monkeypatch, caplog: pytest.LogCa
 
     import torch
 
-    from phenoprint import logs
     from phenoprint.embedder.distributed import resolve_device
 
-    monkeypatch.setattr(logs, "_warned", set())
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with caplog.at_level(logging.WARNING, logger="phenoprint"):
         for _ in range(7):

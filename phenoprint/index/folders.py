@@ -6,7 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from phenoprint.index.artifact import MANIFEST_NAME
+from phenoprint.index.artifact import MANIFEST_NAME, read_json
+
+#: The ``artifact`` of an index manifest (``phenoprint.index.build.ARTIFACT_KIND``, spelled out so that inspecting a
+#: folder does not import faiss); packs and other artifacts also write a manifest.json.
+INDEX_ARTIFACT = "phenoprint.experiment_index"
 
 FolderKind = Literal["missing", "file", "index", "root", "empty", "other"]
 
@@ -37,8 +41,15 @@ class IndexFolder:
 
 
 def is_index_dir(path: Path) -> bool:
-    """Whether ``path`` is an index directory (it holds a manifest; hidden temporary siblings never count)."""
-    return not path.name.startswith(".") and (path / MANIFEST_NAME).is_file()
+    """Whether ``path`` is an index directory: its manifest says so (a pack's does not); hidden temporary siblings
+    never count. An unreadable manifest counts, so that the service reports why it refuses it."""
+    if path.name.startswith(".") or not (path / MANIFEST_NAME).is_file():
+        return False
+    try:
+        manifest = read_json(path / MANIFEST_NAME)
+    except (OSError, ValueError):
+        return True
+    return isinstance(manifest, dict) and manifest.get("artifact") == INDEX_ARTIFACT
 
 
 def index_dirs(root: Path) -> tuple[Path, ...]:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from phenoprint.index.folders import inspect_index_folder
+from phenoprint.index.build import ARTIFACT_KIND
+from phenoprint.index.folders import INDEX_ARTIFACT, inspect_index_folder
 
 
 def _index(path: Path) -> Path:
     path.mkdir(parents=True)
-    (path / "manifest.json").write_text("{}")
+    (path / "manifest.json").write_text(json.dumps({"artifact": INDEX_ARTIFACT, "experiment": path.name}))
     return path
 
 
@@ -44,6 +46,18 @@ def test_mistakes_say_what_to_pass(tmp_path: Path) -> None:
     assert "is a model run (pass it as --model)" in str(inspect_index_folder(run).problem)
     (tmp_path / "file").write_text("x")
     assert inspect_index_folder(tmp_path / "file").kind == "file"
+
+
+def test_the_demo_folder_is_not_taken_for_a_folder_of_indexes(tmp_path: Path) -> None:
+    """The demo folder holds packs, whose manifest.json is not an index's, and the indexes one level down."""
+    assert INDEX_ARTIFACT == ARTIFACT_KIND
+    demo = tmp_path / "demo"
+    _index(demo / "indexes" / "HUVEC-04")
+    (demo / "data.pack").mkdir(parents=True)
+    (demo / "data.pack" / "manifest.json").write_text(json.dumps({"format_version": 1, "shape": [1, 6, 8, 8]}))
+    folder = inspect_index_folder(demo)
+    assert folder.kind == "other"
+    assert f"pass --indexes {demo / 'indexes'}" in str(folder.problem)
 
 
 def test_an_empty_folder_is_not_a_mistake(tmp_path: Path) -> None:
