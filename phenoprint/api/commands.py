@@ -142,14 +142,14 @@ def _run_serve(args: argparse.Namespace) -> int:
     if folder.problem is not None:
         print(f"phenoprint serve: error: {folder.problem}", file=sys.stderr)
         return 2
+    busy = port_problem(settings.host, settings.port)
+    if busy is not None:
+        print(f"phenoprint serve: error: {busy}", file=sys.stderr)
+        return 2
     try:
         resolve_device(settings.device)
     except ValueError as exc:
         print(f"phenoprint serve: error: {exc}", file=sys.stderr)
-        return 2
-    busy = port_problem(settings.host, settings.port)
-    if busy is not None:
-        print(f"phenoprint serve: error: {busy}", file=sys.stderr)
         return 2
     if settings.api_key is None and not _is_loopback(settings.host):
         log.warning(

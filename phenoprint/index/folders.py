@@ -14,7 +14,9 @@ INDEX_ARTIFACT = "phenoprint.experiment_index"
 
 FolderKind = Literal["missing", "file", "index", "root", "empty", "other"]
 
-_BUILD_HINT = "scripts/build_index.py --out {root}/<EXPERIMENT> (or phenoprint index build) writes one per experiment"
+_BUILD_HINT = (
+    "one per experiment, as scripts/build_index.py --out {root}/<EXPERIMENT> or phenoprint index build write them"
+)
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,8 @@ def inspect_index_folder(path: str | Path) -> IndexFolder:
         return IndexFolder(
             path,
             "missing",
-            problem=f"{path} does not exist: pass the folder that holds one index directory per experiment "
-            f"({_BUILD_HINT.format(root='DIR')}){near}",
+            problem=f"{path} does not exist: pass the folder that holds the index directories, "
+            f"{_BUILD_HINT.format(root='DIR')}{near}",
         )
     if not path.is_dir():
         return IndexFolder(path, "file", problem=f"{path} is a file: pass the folder of index directories")
@@ -95,11 +97,11 @@ def inspect_index_folder(path: str | Path) -> IndexFolder:
     elif parquet:
         problem = (
             f"{path} holds {len(parquet)} Parquet file(s) (embedding tables such as {parquet[0].name}), not index "
-            f"directories: {_BUILD_HINT.format(root=path)}; then pass that folder"
+            f"directories: build those, {_BUILD_HINT.format(root=path)}, then pass that folder"
         )
     else:
         problem = (
-            f"{path} holds no index directory (a folder with {MANIFEST_NAME} per experiment): "
+            f"{path} holds no index directory (a folder with an index's {MANIFEST_NAME}), "
             f"{_BUILD_HINT.format(root=path)}"
         )
     return IndexFolder(path, "other", problem=problem)
