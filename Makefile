@@ -6,7 +6,7 @@ DEMO_DIR ?= demo
 PYTEST_ARGS ?=
 LINT_PATHS := phenoprint tests $(wildcard scripts/*.py)
 
-.PHONY: install test test-fast lint format demo bench clean
+.PHONY: install test test-fast lint format demo readme bench clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,10 @@ format: install
 # generate -> train -> export -> onboard the held-out batches -> evaluate -> serve; DEMO_SERVE=0 stops after the query.
 demo: install
 	$(PY) scripts/demo.py --workdir "$(DEMO_DIR)"
+
+# after `make demo`: the README's generated blocks (demo table, answer, timings) and docs/centering.png from it
+readme: install
+	$(PY) scripts/update_readme.py --demo "$(DEMO_DIR)"
 
 # every scripts/bench_*.py -> benchmarks/results/<name>.json, then BENCHMARKS.md from them
 bench: install

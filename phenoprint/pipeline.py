@@ -89,18 +89,61 @@ def generate(config: DemoConfig, oracle: bool) -> Path:
     return root
 
 
+def preview_panels(metadata: pd.DataFrame) -> list[Any]:
+    """One site per cell type, its untreated well and, beside it, a treated well of the same plate (captioned)."""
+    from phenoprint.data.layout import CELL_TYPES
+    from phenoprint.data.rgb import PreviewPanel
+
+    panels = []
+    present = [c for c in CELL_TYPES if c in set(metadata.cell_type)]
+    for cell_type in present:
+        sub = metadata[(metadata.cell_type == cell_type) & (metadata.site == metadata.site.min())]
+        experiment = sorted(sub.experiment.unique())[0]
+        plate_rows = sub[(sub.experiment == experiment) & (sub.plate == sub[sub.experiment == experiment].plate.min())]
+        untreated = plate_rows[plate_rows.well_type == "negative_control"].sort_values("well")
+        treated = plate_rows[(plate_rows.well_type == "treatment") & plate_rows.sirna_id.notna()].sort_values("well")
+        if untreated.empty or treated.empty:
+            continue
+        for row, what in ((untreated.iloc[0], "untreated"), (treated.iloc[0], None)):
+            name = row.get("sirna") if "sirna" in row.index and pd.notna(row.get("sirna")) else None
+            label = what or f"siRNA {name or int(row.sirna_id)}" + (f" (id {int(row.sirna_id)})" if name else "")
+            caption = f"{experiment} plate {int(row.plate)} {row.well}: {label}"
+            panels.append(PreviewPanel(caption, experiment, int(row.plate), str(row.well), int(row.site)))
+    return panels
+
+
 def previews(config: DemoConfig, root: Path, oracle_root: Path) -> Path:
-    """RGB composites (the RxRx1 colour map) of a few sites, with and without batch effects; reused when present."""
-    from phenoprint.data.rgb import write_previews
+    """A labelled sheet per data root (each cell type's untreated well beside a treated one, with and without batch
+    effects) and the sites as single PNGs; reused when present."""
+    from phenoprint.data.layout import read_metadata
+    from phenoprint.data.rgb import to_rgb, write_png_atomic, write_preview_sheet
+    from phenoprint.data.source import PngSource
 
     out = config.workdir / "previews"
+    sheet, oracle_sheet = out / "overview.png", out / "overview_oracle.png"
     if not (out / COMPLETE).is_file():
-        for experiment in sorted(p.name for p in (root / "images").iterdir())[:4]:  # the first sites of four
-            write_previews(root, out, experiments=[experiment], limit=2)
-            write_previews(oracle_root, out / "oracle", experiments=[experiment], limit=2)
-        write_json_atomic({"experiments": 4, "sites_each": 2}, out / COMPLETE)
-    print(f"RGB previews of a few sites in {out} (and of the same sites without batch effects in {out / 'oracle'})")
+        panels = preview_panels(read_metadata(root))
+        write_preview_sheet(root, panels, sheet, title="with batch effects: untreated well | treated well")
+        write_preview_sheet(oracle_root, panels, oracle_sheet, title="the same sites without batch effects")
+        for folder, data in ((out, root), (out / "oracle", oracle_root)):
+            source = PngSource(data)
+            for p in panels:
+                site = source.load(p.experiment, p.plate, p.well, p.site)
+                write_png_atomic(to_rgb(site), folder / f"{p.experiment}_Plate{p.plate}_{p.well}_s{p.site}.png")
+        write_json_atomic({"sites": len(panels)}, out / COMPLETE)
+    explain(
+        sheet,
+        "one site per cell type in the RxRx1 colours (blue nuclei, green ER, red actin, cyan nucleoli, magenta "
+        "mitochondria, yellow Golgi), each image stretched by its own intensities; left the untreated well, right "
+        f"a treated well of the same plate. {oracle_sheet.name} shows the same sites rendered without batch "
+        "effects, so the difference between the two sheets is what a batch does to the pixels",
+    )
     return out
+
+
+def explain(path: Path, what: str) -> None:
+    """Say once, in plain words, what a file the demo wrote shows."""
+    print(f"wrote {path}: {what}")
 
 
 def pack_root(config: DemoConfig, root: Path) -> Path:
@@ -128,11 +171,17 @@ def train_model(config: DemoConfig, root: Path, pack: Path, holdout: tuple[str, 
     from phenoprint.data.source import open_source
     from phenoprint.embedder.checkpoint import RUN_FILE
     from phenoprint.embedder.config import ModelConfig, TrainConfig
+    from phenoprint.embedder.report import CURVE_FILE, MODEL_CARD
     from phenoprint.embedder.train import train
 
     run = config.workdir / "run"
     if (run / RUN_FILE).is_file():
         print(f"reusing {run}")
+        if not (run / MODEL_CARD).is_file():  # a run from before runs described themselves
+            from phenoprint.embedder.report import write_run_report
+
+            write_run_report(run)
+        _explain_run(run, CURVE_FILE, MODEL_CARD)
         return run
     source = open_source(root, pack)
     n_classes = int(source.metadata.sirna_id.max()) + 1
@@ -163,7 +212,18 @@ def train_model(config: DemoConfig, root: Path, pack: Path, holdout: tuple[str, 
     )
     has_checkpoint = (run / "checkpoints" / "latest.json").is_file()
     train(train_config, source, run, resume=has_checkpoint, progress=config.progress)
+    _explain_run(run, CURVE_FILE, MODEL_CARD)
     return run
+
+
+def _explain_run(run: Path, curve: str, card: str) -> None:
+    if (run / curve).is_file():
+        explain(
+            run / curve,
+            "the training loss falling over the optimizer steps (left; the orange point is the validation on the "
+            "held-out experiments) and the learning-rate schedule (right)",
+        )
+    explain(run / card, "what the model was trained on, how, what it scored on held-out experiments, and its limits")
 
 
 def export_reference(config: DemoConfig, run: Path, root: Path, pack: Path, holdout: tuple[str, ...]) -> Path:
@@ -199,6 +259,21 @@ def _index_of(path: Path, fingerprint: str) -> bool:
         log.info("rebuilding %s: %s", path, exc)
         return False
     return True
+
+
+def export_plain(config: DemoConfig, run: Path, root: Path, pack: Path) -> Path:
+    """Every well embedded without batch-norm adaptation and without TTA: what adaptation is compared against."""
+    from phenoprint.data.source import open_source
+    from phenoprint.embedder.export import export_embeddings
+    from phenoprint.embedder.inference import load_model
+
+    out = config.workdir / "embeddings" / "plain.parquet"
+    model = load_model(run)
+    if _table_of(out, model.fingerprint, 1, False):
+        print(f"reusing {out}")
+        return out
+    export_embeddings(model, open_source(root, pack), out, tta=1, bn_adapt=False, progress=config.progress)
+    return out
 
 
 def _table_of(path: Path, fingerprint: str, tta: int | None = None, bn_adapt: bool | None = None) -> bool:
@@ -263,19 +338,17 @@ def onboard(config: DemoConfig, run: Path, root: Path, reference: Path, holdout:
             config.onboard_center,
             "--queries-out",
             str(query_path),
-            "--tta",
-            str(config.tta),
             "--workers",
             "0",
         ]
-        if config.bn_adapt:
-            argv.append("--bn-adapt")
-        import argparse
+        from phenoprint.cli import ArgumentParser
 
-        parser = argparse.ArgumentParser()
+        parser = ArgumentParser(prog="build_index.py")
         add_build_index_arguments(parser)
-        print(f"scripts/build_index.py {' '.join(argv)}")
-        run_build_index(parser.parse_args(argv))
+        print(f"python scripts/build_index.py {' '.join(argv)}")
+        args = parser.parse_args(argv)
+        args.quiet = not config.progress
+        run_build_index(args)  # TTA and BN adaptation come from the reference table: as it was embedded
     return queries
 
 
@@ -294,28 +367,52 @@ def labelled_table(root: Path, tables: list[Path]):
     )
 
 
-def evaluate_all(config: DemoConfig, table, oracle_table, holdout: tuple[str, ...]) -> pd.DataFrame:
-    """Top-1 / top-5 of the held-out treatment wells for each centering, with and without plate assignment."""
+#: What the rows of the demo's table embed: ``adapted`` as onboarding does (per-experiment batch-norm statistics and
+#: TTA), ``plain`` without either (the same model's raw vectors).
+EMBEDDINGS = ("adapted", "plain")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The demo's table and the per-experiment figure the service's configuration reaches."""
+
+    table: pd.DataFrame  # one row per (data, embeddings, centering)
+    service_top1: dict[
+        str, tuple[int, int]
+    ]  # experiment → (right, wells): centroid top-1, adapted, onboarding's centering
+
+
+def evaluate_all(config: DemoConfig, table, oracle_table, holdout: tuple[str, ...], plain_table=None) -> Evaluation:
+    """Top-1 / top-5 of the held-out treatment wells for each centering, with and without plate assignment, for the
+    adapted embeddings of both data roots and (when given) the plain embeddings of the batch-effects root."""
     from phenoprint.index.build import IndexConfig
     from phenoprint.index.evaluate import EvalConfig, evaluate
 
-    rows = []
-    for name, tab in (("batch effects", table), ("oracle twin", oracle_table)):
-        for center in CENTERINGS:
+    runs: list[tuple[str, str, Any, tuple[str, ...]]] = [("batch effects", "adapted", table, CENTERINGS)]
+    if plain_table is not None:
+        runs.append(("batch effects", "plain", plain_table, ("none", config.onboard_center)))
+    runs.append(("oracle twin", "adapted", oracle_table, CENTERINGS))
+    rows, service = [], {}
+    for name, embeddings, tab, centerings in runs:
+        for center in centerings:
             cfg = EvalConfig(
                 index=IndexConfig(center=center),
                 holdout=holdout,
                 modes=("knn", "centroid"),
                 assign=True,
                 replicate_map=False,
-                silhouette=center == "none",
+                silhouette=False,
             )
             report = evaluate(tab, cfg)
             o = report.overall
+            candidates = _candidates(tab, holdout)
             rows.append(
                 {
                     "data": name,
+                    "embeddings": embeddings,
                     "centering": center,
+                    "wells": report.n_queries,
+                    "chance": 1.0 / candidates if candidates else float("nan"),
                     "knn top-1": o["knn_top1"],
                     "knn top-5": o["knn_top5"],
                     "knn top-1 + plate assignment": o["knn_assigned_top1"],
@@ -323,7 +420,18 @@ def evaluate_all(config: DemoConfig, table, oracle_table, holdout: tuple[str, ..
                     "centroid top-1 + plate assignment": o["centroid_assigned_top1"],
                 }
             )
-    return pd.DataFrame(rows)
+            if (name, embeddings, center) == ("batch effects", "adapted", config.onboard_center):
+                per = report.per_query
+                for exp, sub in per.groupby("experiment"):
+                    service[str(exp)] = (int(sub["centroid_top1"].sum()), len(sub))
+    return Evaluation(pd.DataFrame(rows), service)
+
+
+def _candidates(table, holdout: tuple[str, ...]) -> int:
+    """siRNAs a held-out well can be named as: the labelled siRNAs of the other experiments (chance = 1 / this)."""
+    meta = table.meta
+    known = meta[~meta["Metadata_experiment"].isin(holdout) & meta["Metadata_sirna_id"].notna()]
+    return int(known["Metadata_sirna_id"].nunique())
 
 
 def embed_oracle(config: DemoConfig, run: Path, root: Path, pack: Path) -> Path:
@@ -369,13 +477,17 @@ def start_server(
     timeout_s: float = 120.0,
     echo: bool = True,
 ) -> subprocess.Popen:
-    """``phenoprint serve`` (with ``extra_args``) in a child process; returns once /readyz answers 200.
+    """``phenoprint serve`` (with ``extra_args``) in a child process; returns once it answers /readyz with 200 and
+    /healthz with this run's fingerprint (so another service that holds the port is never taken for it).
 
     Raises:
         RuntimeError: the server exits or is not ready within ``timeout_s`` (its log says why).
     """
     import httpx
 
+    from phenoprint.embedder.checkpoint import read_run
+
+    fingerprint = read_run(run)[1]["fingerprint"]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
         sys.executable,
@@ -401,9 +513,11 @@ def start_server(
         if proc.poll() is not None:
             raise RuntimeError(f"the API server exited with status {proc.returncode}; see {log_path}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1.0).status_code == 200:
+            ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1.0).status_code == 200
+            ours = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0).json().get("model_fingerprint")
+            if ready and ours == fingerprint:
                 return proc
-        except httpx.HTTPError:
+        except (httpx.HTTPError, ValueError):
             pass
         time.sleep(0.3)
     proc.terminate()
@@ -436,10 +550,16 @@ def classify_over_http(port: int, root: Path, experiment: str, seed: int = 0) ->
         "plate": int(row.plate),
         "well": row.well,
         "sirna_id": int(row.sirna_id),
+        "sirna": str(row.sirna) if "sirna" in row.index and pd.notna(row.sirna) else None,
     }
-    answer["curl"] = f"curl -s http://127.0.0.1:{port}/classify -F experiment={experiment} " + " ".join(
-        f"-F files=@{layout.site_path(experiment, row.plate, row.well, name[1], name[2])}"
-        for name in _site_channels(files)
+    answer["image_folder"] = str(layout.site_path(experiment, row.plate, row.well, 1, 1).parent)
+    answer["curl"] = (
+        f"curl -s http://127.0.0.1:{port}/classify -F experiment={experiment} -F plate={row.plate} -F well={row.well} "
+        "-F top_k=5 "
+        + " ".join(
+            f"-F files=@{layout.site_path(experiment, row.plate, row.well, name[1], name[2])}"
+            for name in _site_channels(files)
+        )
     )
     return answer
 
@@ -450,9 +570,65 @@ def _site_channels(files: list[tuple[str, tuple[str, bytes, str]]]) -> list[tupl
     return [parse_image_name(name) for _, (name, _, _) in files]
 
 
+def pixel_profiles(pack: Path, meta: pd.DataFrame) -> np.ndarray:
+    """Each well's per-channel intensity mean and standard deviation (its sites averaged), z-scored over the wells:
+    what the pixels say before any model, where batch effects are plain to see."""
+    from phenoprint.data.pack import PackSource
+    from phenoprint.data.synth.metrics import site_intensity_features
+
+    source = PackSource(pack)
+    sites = source.metadata.groupby(["experiment", "plate", "well"])["site"].agg(list)
+    rows = []
+    for exp, plate, well in meta[["Metadata_experiment", "Metadata_plate", "Metadata_well"]].itertuples(index=False):
+        feats = [site_intensity_features(source.load(exp, int(plate), well, s)) for s in sites[(exp, int(plate), well)]]
+        rows.append(np.mean(feats, axis=0))
+    x = np.asarray(rows)
+    return (x - x.mean(axis=0)) / x.std(axis=0).clip(min=1e-12)
+
+
+def projection_panels(config: DemoConfig, root: Path, pack: Path, adapted_tables: list[Path], plain: Path):
+    """The demo's stages of the same wells, for the projection figures: the pixels' intensity profiles, the plain
+    embeddings (no adaptation), the adapted embeddings (per-experiment batch-norm statistics, TTA) before centering,
+    and after the centering the indexes use. Returns the panels and the wells' table (true labels restored)."""
+    from phenoprint.index.build import IndexConfig, center_table, fit_table_centering
+    from phenoprint.index.plots import Panel
+    from phenoprint.index.table import WELL_KEY
+
+    adapted = labelled_table(root, adapted_tables)
+    raw = labelled_table(root, [plain])
+    keys = pd.MultiIndex.from_frame(raw.meta[list(WELL_KEY)])
+    order = keys.get_indexer(pd.MultiIndex.from_frame(adapted.meta[list(WELL_KEY)]))
+    if (order < 0).any():
+        raise ValueError(f"{plain} lacks {int((order < 0).sum())} of the wells of the adapted tables")
+    ic = IndexConfig(center=config.onboard_center)
+    stats = fit_table_centering(adapted, ic.center, ic.reference, pca_dim=ic.pca_dim, ridge=ic.ridge, per_plate=False)
+    panels = [
+        Panel("pixel profiles, no model\n(per-channel intensity mean and s.d.)", pixel_profiles(pack, adapted.meta)),
+        Panel("plain embeddings\n(no batch-norm adaptation, no TTA)", raw.features[order]),
+        Panel(f"adapted embeddings\n(batch-norm statistics per experiment, TTA {config.tta})", adapted.features),
+        Panel(
+            f"adapted, then {ic.center.upper()} centering\non each experiment's controls",
+            center_table(adapted, stats, False),
+        ),
+    ]
+    return panels, adapted
+
+
+FIGURE_NOTES = {
+    "projection_by_experiment.png": "every well as a dot, coloured by its experiment (batch), at four stages: the "
+    "pixels' intensity profiles, where wells cluster by batch; the model's plain vectors (trained on per-experiment "
+    "standardized images, so most of the batch is gone already); the vectors with batch-norm statistics "
+    "re-estimated per experiment; and after centering on each experiment's controls, as the indexes do. The "
+    "silhouette in each title measures the batch clusters (1: apart, 0: mixed)",
+    "projection_by_sirna.png": "the same four stages with the ten most replicated siRNAs in colour: replicates of "
+    "one siRNA (one well per experiment) should gather once the batches are mixed",
+}
+
+
 def run_demo(config: DemoConfig) -> DemoResult:
     """Generate → train → export → onboard each held-out experiment → evaluate → serve and query (see module doc)."""
     result = DemoResult()
+    started = time.time()
     config.workdir.mkdir(parents=True, exist_ok=True)
     root = _step(result, f"1/7 generate the synthetic '{config.preset}' preset", lambda: generate(config, False))
     oracle_root = _step(result, "2/7 generate its no-batch-effects twin (the oracle)", lambda: generate(config, True))
@@ -472,48 +648,76 @@ def run_demo(config: DemoConfig) -> DemoResult:
         "5/7 onboard each held-out experiment from its controls (scripts/build_index.py)",
         lambda: onboard(config, run, root, reference, holdout),
     )
+    evaluation: Evaluation | None = None
 
     def _evaluate() -> pd.DataFrame:
-        from phenoprint.index.plots import plots
+        from phenoprint.index.plots import projection_plots
 
+        nonlocal evaluation
+        plain = export_plain(config, run, root, pack)
         table = labelled_table(root, [reference, *queries.values()])
         oracle = labelled_table(oracle_root, [embed_oracle(config, run, oracle_root, oracle_pack)])
-        frame = evaluate_all(config, table, oracle, holdout)
-        from phenoprint.index.build import IndexConfig
-
-        written = plots(table, IndexConfig(center=config.onboard_center), config.workdir / "plots")
+        evaluation = evaluate_all(config, table, oracle, holdout, plain_table=labelled_table(root, [plain]))
+        frame = evaluation.table
         with atomic_path(config.workdir / "evaluation.csv") as tmp:
             frame.to_csv(tmp, index=False)
         print(format_table(frame, len(holdout)))
-        for p in written:
-            print(f"wrote {p}")
+        print(explain_table(frame, config))
+        panels, wells = projection_panels(config, root, pack, [reference, *queries.values()], plain)
+        for path in projection_plots(panels, wells, config.workdir / "plots"):
+            explain(path, FIGURE_NOTES[path.name])
         return frame
 
     result.table = _step(result, "6/7 evaluate the held-out experiments (leave-experiment-out)", _evaluate)
 
-    def _serve() -> dict[str, Any]:
-        port = config.port if config.port and port_is_free(config.port) else free_port()
-        proc = start_server(run, config.workdir / "indexes", port, config.workdir / "serve.log")
-        try:
-            answer = classify_over_http(port, root, holdout[0], seed=config.seed)
-            print_answer(answer)
-            if config.serve:
-                print(f"\nserving on http://127.0.0.1:{port} (OpenAPI docs at /docs); Ctrl-C to stop")
-                _wait_for_interrupt(proc)
-        finally:
-            _stop(proc)
+    server: subprocess.Popen | None = None
+
+    def _query() -> dict[str, Any]:
+        nonlocal server
+        wanted = config.port
+        port = wanted if wanted and port_is_free(wanted) else free_port()
+        server = start_server(run, config.workdir / "indexes", port, config.workdir / "serve.log")
+        moved = f" (port {wanted} was taken)" if wanted and port != wanted else ""
+        print(f"the API is up at http://127.0.0.1:{port}{moved}; its log: {config.workdir / 'serve.log'}")
+        answer = classify_over_http(port, root, holdout[0], seed=config.seed)
+        assert evaluation is not None
+        print_answer(answer, evaluation.service_top1.get(holdout[0]))
+        answer["url"] = f"http://127.0.0.1:{port}"
         return answer
 
-    result.answer = _step(result, "7/7 serve the API and classify one held-out well over HTTP", _serve)
-    result.paths = {
-        "data": root,
-        "oracle": oracle_root,
-        "run": run,
-        "reference": reference,
-        "indexes": config.workdir / "indexes",
-    }
-    write_json_atomic({"seconds": result.seconds, "answer": result.answer}, config.workdir / "demo.json")
-    print(f"\nstep times (s): {json.dumps(result.seconds)}")
+    try:
+        result.answer = _step(result, "7/7 serve the API and classify one held-out well over HTTP", _query)
+        result.paths = {
+            "data": root,
+            "oracle": oracle_root,
+            "run": run,
+            "reference": reference,
+            "indexes": config.workdir / "indexes",
+        }
+        record = {  # the demo's own time: from generation to the answer, not the serving that may follow
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+            "wall_seconds": round(time.time() - started, 1),
+            "cpu_count": os.cpu_count(),
+            "seconds": result.seconds,
+            "answer": result.answer,
+            "config": {
+                "preset": config.preset,
+                "backbone": config.backbone,
+                "image_size": config.image_size,
+                "epochs": config.epochs,
+                "tta": config.tta,
+                "bn_adapt": config.bn_adapt,
+            },
+        }
+        write_json_atomic(record, config.workdir / "demo.json")
+        print(f"\nstep times (s): {json.dumps(result.seconds)}; {record['wall_seconds']:.0f} s in all")
+        if config.serve and server is not None:
+            url = result.answer["url"]
+            print(f"\nserving on {url} (OpenAPI docs at {url}/docs); Ctrl-C to stop")
+            _wait_for_interrupt(server)
+    finally:
+        if server is not None:
+            _stop(server)
     return result
 
 
@@ -526,15 +730,49 @@ def format_table(frame: pd.DataFrame, n_holdout: int) -> str:
     return head + "\n" + frame.to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
 
-def print_answer(answer: dict[str, Any]) -> None:
-    """The /classify answer next to the truth."""
+def explain_table(frame: pd.DataFrame, config: DemoConfig) -> str:
+    """How to read the demo's table, once, in plain words (figures taken from the table itself)."""
+    wells = int(frame["wells"].iloc[0])
+    chance = float(frame["chance"].iloc[0])
+    lines = [
+        f"How to read it: each row names the siRNA of the same {wells} held-out treatment wells; a random guess is "
+        f"right {chance:.3f} of the time (1 in {round(1 / chance)}). 'knn' votes among the nearest indexed wells, "
+        "'centroid' picks the nearest siRNA mean (what the service answers); 'top-5' counts the truth anywhere in "
+        "the first five; '+ plate assignment' uses that each plate holds each of its siRNAs once. 'adapted' "
+        f"embeddings are made as onboarding makes them (batch-norm statistics per experiment, TTA {config.tta}); "
+        "'plain' ones without either. 'oracle twin' is the same model on the same wells rendered without batch "
+        "effects: the gap to it is what batch effects still cost.",
+        "The validation top-1 printed while training is lower than this table: it is a progress monitor (no TTA, "
+        "no batch-norm adaptation, mean-centering, at most 3 reference experiments per cell type).",
+    ]
+    return "\n".join(lines)
+
+
+def print_answer(answer: dict[str, Any], service_top1: tuple[int, int] | None = None) -> None:
+    """The /classify answer next to the truth, and whether it is right."""
     truth = answer["truth"]
     preds = answer["predictions"]
     where = f"{truth['experiment']} plate {truth['plate']} {truth['well']}"
-    print(f"queried {where} over HTTP; true siRNA {truth['sirna_id']}")
+    true_name = f" ({truth['sirna']})" if truth.get("sirna") else ""
+    print(f"queried {where} over HTTP; true siRNA {truth['sirna_id']}{true_name}")
     for p in preds:
         mark = "  <- truth" if p["sirna_id"] == truth["sirna_id"] else ""
-        print(f"  rank {p['rank']}: siRNA {p['sirna_id']:>5}  score {p['score']:.3f}{mark}")
+        name = f" {p['sirna']:<8}" if p.get("sirna") else ""
+        print(f"  rank {p['rank']}: siRNA {p['sirna_id']:>5}{name}  score {p['score']:.3f}{mark}")
+    ranks = [p["rank"] for p in preds if p["sirna_id"] == truth["sirna_id"]]
+    if ranks and ranks[0] == 1:
+        verdict = "right: the top answer is the true siRNA"
+    elif ranks:
+        verdict = f"wrong: the top answer is another siRNA; the true one is ranked {ranks[0]}"
+    else:
+        verdict = f"wrong: the true siRNA is not among the {len(preds)} answers"
+    if service_top1 is not None:
+        right, n = service_top1
+        verdict += (
+            f" (in the table above, centroid top-1 on {truth['experiment']}'s treatment wells is {right}/{n}, so a "
+            "single query is a sample, not a verdict on the model)"
+        )
+    print(f"  {verdict}")
     print(f"  unknown: {answer['unknown']}   timings (ms): {answer.get('timings')}")
 
 

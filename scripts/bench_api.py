@@ -37,13 +37,15 @@ from typing import Any
 import httpx
 import numpy as np
 
+from phenoprint.cli import ArgumentParser
+
 log = logging.getLogger("bench_api")
 
 Query = list[tuple[str, bytes]]  # one well: (file name, PNG bytes) per channel and site
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_api.json"), help="JSON result file")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and of the training run")
     p.add_argument("--work", type=Path, default=None, help="folder for the data, run and index (default: a temp dir)")

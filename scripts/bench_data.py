@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from phenoprint import __version__
+from phenoprint.cli import ArgumentParser
 from phenoprint.data import detect_layout, load_site, read_metadata
 from phenoprint.data.pack import PackSource, pack
 from phenoprint.data.source import PngSource
@@ -166,7 +166,7 @@ def run_benchmark(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("results.json"), help="JSON file for the results")
     parser.add_argument(
         "--workdir", type=Path, default=None, help="folder to generate data in (must be empty); default: a temp dir"

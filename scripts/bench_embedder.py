@@ -9,7 +9,6 @@ whole pipeline (pack → standardize → network) against the network alone on t
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import platform
@@ -25,6 +24,7 @@ import torch
 
 from phenoprint import __version__
 from phenoprint.atomic import write_json_atomic
+from phenoprint.cli import ArgumentParser
 from phenoprint.pipeline import DemoConfig, generate, holdout_experiments, pack_root, train_model
 
 log = logging.getLogger("bench_embedder")
@@ -88,9 +88,7 @@ def throughput(run: Path, root: Path, pack: Path, n_wells: int, batch_size: int)
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write its JSON; returns the exit status."""
     d = DemoConfig()
-    p = argparse.ArgumentParser(
-        prog="bench_embedder.py", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = ArgumentParser(prog="bench_embedder.py", description=__doc__)
     p.add_argument("--out", type=Path, required=True, help="where to write the JSON results")
     p.add_argument("--workdir", type=Path, default=None, help="data and runs (default: a temporary folder)")
     p.add_argument("--preset", default="demo", help="synthetic preset")

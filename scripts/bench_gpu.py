@@ -30,12 +30,13 @@ import numpy as np
 import torch
 
 from phenoprint.atomic import write_json_atomic
+from phenoprint.cli import ArgumentParser
 
 log = logging.getLogger("bench_gpu")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_gpu.json"), help="JSON result file")
     p.add_argument("--work", type=Path, default=None, help="folder for the data and runs (default: a temp dir)")
     p.add_argument("--backbone", default="densenet121", help="timm backbone")

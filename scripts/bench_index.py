@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from phenoprint.atomic import write_json_atomic
+from phenoprint.cli import ArgumentParser
 from phenoprint.index import faiss_backend
 from phenoprint.index.build import ExperimentIndex, IndexConfig, build_experiment_index
 from phenoprint.index.centering import CENTER_METHODS
@@ -38,7 +39,7 @@ log = logging.getLogger("bench_index")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_index.json"), help="JSON result file")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic vector set and of every sample")
     p.add_argument(

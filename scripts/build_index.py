@@ -6,9 +6,9 @@ The same job as `phenoprint build-index`; run `python scripts/build_index.py --h
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from phenoprint.cli import ArgumentParser
 from phenoprint.cli import main as cli_main
 from phenoprint.embedder.commands import add_build_index_arguments
 
@@ -16,10 +16,9 @@ from phenoprint.embedder.commands import add_build_index_arguments
 def main(argv: list[str] | None = None) -> int:
     """Parse the options (to give this script its own --help) and run `phenoprint build-index`."""
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="build_index.py",
         description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_build_index_arguments(parser)
     parser.parse_args(argv)  # validates and answers --help; the CLI does the work (logging, errors, exit codes)

@@ -6,21 +6,18 @@ Reruns reuse finished steps. Set DEMO_SERVE=0 to stop after the HTTP query inste
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
 
-from phenoprint.cli import setup_logging
+from phenoprint.cli import ArgumentParser, setup_logging
 from phenoprint.pipeline import DemoConfig, env_flag, run_demo
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the options and run the demo; returns the exit status."""
     d = DemoConfig()
-    p = argparse.ArgumentParser(
-        prog="demo.py", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = ArgumentParser(prog="demo.py", description=__doc__)
     p.add_argument("--workdir", type=Path, default=d.workdir, help="folder for everything the demo writes")
     p.add_argument("--preset", choices=("tiny", "demo"), default=d.preset, help="synthetic data preset")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the data and of training")

@@ -8,7 +8,6 @@ from a result file is shown as "—".
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from phenoprint.atomic import atomic_path
+from phenoprint.cli import ArgumentParser
 
 
 @dataclass(frozen=True)
@@ -321,7 +321,7 @@ def render(results: dict[str, dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--results", type=Path, default=Path("benchmarks/results"), help="folder of bench_*.json files")
     p.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="the Markdown file to write")
     args = p.parse_args(argv)

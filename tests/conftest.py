@@ -31,3 +31,11 @@ def rxrx1_metadata(rxrx1_root: Path):
     from phenoprint.data import read_metadata
 
     return read_metadata(rxrx1_root)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_warn_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test sees the warnings given once per process (phenoprint.logs.warn_once) as a fresh process would."""
+    from phenoprint import logs
+
+    monkeypatch.setattr(logs, "_warned", set())

@@ -14,16 +14,25 @@ log = logging.getLogger(__name__)
 
 
 def _add_serve(p: argparse.ArgumentParser) -> None:
-    # Each option is a Settings field of the same name; its default lives there (read from its PHENOPRINT_* variable),
-    # so an option left out is absent from the namespace and the variable applies.
+    # Each option is a Settings field of the same name; its default lives there (read from its PHENOPRINT_* variable
+    # or the settings file), so an option left out is absent from the namespace and the variable applies.
     unset = argparse.SUPPRESS
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help='TOML settings file: top-level keys named like these options with underscores (model = "runs/r1", '
+        'indexes = "indexes", port = 8000, log_level = "info", …), paths relative to the file; options '
+        "and PHENOPRINT_* variables win over it (env PHENOPRINT_CONFIG)",
+    )
     p.add_argument("--model", type=Path, default=unset, help="finished run directory (env PHENOPRINT_MODEL)")
     p.add_argument(
         "--indexes",
         type=Path,
         default=unset,
         help="folder with one index directory per experiment, as scripts/build_index.py --out DIR/<EXPERIMENT> "
-        "writes them; new and replaced ones are picked up while serving (env PHENOPRINT_INDEXES)",
+        "writes them (new and replaced ones are picked up while serving), or one index directory to serve it "
+        "alone (env PHENOPRINT_INDEXES)",
     )
     p.add_argument(
         "--host",
@@ -88,21 +97,27 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
         "--log-level",
         choices=("critical", "error", "warning", "info", "debug"),
         default=unset,
-        help="uvicorn's log level (env PHENOPRINT_LOG_LEVEL; default info)",
+        help="log level of the whole service, phenoprint's lines and uvicorn's (env PHENOPRINT_LOG_LEVEL; default: "
+        "info, or what -q / -v before the verb ask for)",
     )
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    """Check the configuration, then run uvicorn on the app (which loads the model and indexes as it starts)."""
+    """Check the configuration, the index folder and the port, then run uvicorn on the app (which loads the model
+    and indexes as it starts)."""
     from pydantic import ValidationError
 
-    from phenoprint.api.settings import Settings
+    from phenoprint.api.settings import Settings, load_settings
+    from phenoprint.logs import level_from_flags, setup_logging
 
     try:
-        settings = Settings(**{k: v for k, v in vars(args).items() if k in Settings.model_fields})
+        settings = load_settings(args.config, **{k: v for k, v in vars(args).items() if k in Settings.model_fields})
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         print(f"phenoprint serve: error: invalid settings ({problems})", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"phenoprint serve: error: {exc}", file=sys.stderr)
         return 2
     missing = [
         f"--{name} (or PHENOPRINT_{name.upper()})" for name in ("model", "indexes") if getattr(settings, name) is None
@@ -110,13 +125,28 @@ def _run_serve(args: argparse.Namespace) -> int:
     if missing:
         print(f"phenoprint serve: error: nothing to serve: pass {' and '.join(missing)}", file=sys.stderr)
         return 2
-    import uvicorn
+    # one level for phenoprint's and uvicorn's lines: --log-level, else -q/-v, else the variable or file, else info
+    level: str = settings.log_level
+    if "log_level" not in vars(args) and (args.quiet or args.verbose):
+        level = level_from_flags(args.verbose, args.quiet)
+    setup_logging(level)
 
-    from phenoprint.api.app import create_app
+    from phenoprint.embedder.checkpoint import read_run
     from phenoprint.embedder.distributed import resolve_device
     from phenoprint.embedder.inference import load_model
+    from phenoprint.index.folders import inspect_index_folder
 
     assert settings.model is not None
+    assert settings.indexes is not None
+    read_run(settings.model)  # a bad run directory is a one-line CheckpointError here, not a startup traceback
+    folder = inspect_index_folder(settings.indexes)
+    if folder.problem is not None:
+        print(f"phenoprint serve: error: {folder.problem}", file=sys.stderr)
+        return 2
+    busy = port_problem(settings.host, settings.port)
+    if busy is not None:
+        print(f"phenoprint serve: error: {busy}", file=sys.stderr)
+        return 2
     try:
         resolve_device(settings.device)
     except ValueError as exc:
@@ -131,15 +161,47 @@ def _run_serve(args: argparse.Namespace) -> int:
             settings.host,
             settings.port,
         )
+    import uvicorn
+
+    from phenoprint.api.app import create_app
+
     uvicorn.run(
         create_app(settings, model=model),
         host=settings.host,
         port=settings.port,
-        log_level=settings.log_level,
+        log_config=None,  # uvicorn's lines go through phenoprint's handler: one format, with timestamps
+        log_level=level,
         server_header=False,
         timeout_graceful_shutdown=10,
     )
     return 0
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why uvicorn could not bind ``host:port`` (checked before the model and indexes are loaded), or None.
+
+    The probe binds like uvicorn does (``SO_REUSEADDR``), so a port left in TIME_WAIT by a stopped server is free.
+    """
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot resolve --host {host!r} ({exc.strerror})"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (
+                    f"port {port} on {host} is already in use (another phenoprint serve, or another service); "
+                    "stop it, or pass --port with a free port"
+                )
+            return f"cannot listen on {host}:{port} ({exc.strerror or exc})"
+    return None
 
 
 def _is_loopback(host: str) -> bool:

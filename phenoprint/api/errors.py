@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -48,6 +48,21 @@ def too_large(limit: int, size: int | None = None) -> HTTPException:
     )
 
 
+def public_error(error: dict[str, Any]) -> dict[str, Any]:
+    """One validation error as a client should see it: where, what, and which kind, without the ``input`` pydantic
+    attaches (for a multipart form that is every part, upload internals included) or other server objects."""
+    loc = [str(part) if not isinstance(part, int) else part for part in error.get("loc", ())]
+    kind = str(error.get("type", "value_error"))
+    msg = str(error.get("msg", "invalid value"))
+    if kind == "missing" and loc:
+        msg = f"{msg}: send the form field {loc[-1]!r}"
+    out: dict[str, Any] = {"loc": loc, "msg": msg, "type": kind}
+    ctx = {k: v for k, v in (error.get("ctx") or {}).items() if isinstance(v, (str, int, float, bool))}
+    if ctx:
+        out["ctx"] = ctx
+    return out
+
+
 async def _unknown_experiment(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, UnknownExperimentError)
     body = UnknownExperimentMessage(detail=f"{exc}; send one of the known experiments", known=exc.known)
@@ -65,10 +80,9 @@ async def _bad_image(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
-    """FastAPI's 422, with the messages about the ``files`` field rewritten to say what to send."""
+    """FastAPI's 422 without echoing the request, with the messages about ``files`` rewritten to say what to send."""
     assert isinstance(exc, RequestValidationError)
-    errors = [_explained(dict(e)) for e in exc.errors()]
-    return await request_validation_exception_handler(request, RequestValidationError(errors, body=exc.body))
+    return JSONResponse({"detail": [public_error(_explained(dict(e))) for e in exc.errors()]}, status_code=422)
 
 
 def _explained(error: dict[str, Any]) -> dict[str, Any]:
@@ -122,8 +136,9 @@ async def _closed(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Register the mapping: unknown experiment 404, not a PNG 415, any other image problem 422, closed 503, and
-    clearer messages for FastAPI's own 422s about ``files`` and for multipart bodies the parser refuses (400)."""
+    """Register the mapping: invalid fields 422 (without echoing the request, and saying what to send for ``files``),
+    unknown experiment 404, not a PNG 415, any other image problem 422, closed 503, and multipart bodies the parser
+    refuses 400 with the parser's reason."""
     app.add_exception_handler(UnknownExperimentError, _unknown_experiment)
     app.add_exception_handler(NotPngError, _not_png)  # handlers are looked up along the MRO: this one wins
     app.add_exception_handler(ImageFormatError, _bad_image)

@@ -65,6 +65,15 @@ class LoadedIndex:
         return producer.get("tta", 1)
 
     @cached_property
+    def sirna_names(self) -> Mapping[int, str]:
+        """siRNA id → its name, for the siRNAs whose wells' metadata named them (RxRx1 v1.0); empty otherwise."""
+        entries = self.index.entries
+        if "sirna" not in entries.columns:
+            return {}
+        named = entries.dropna(subset=["sirna"]).drop_duplicates("sirna_id")
+        return {int(i): str(n) for i, n in zip(named["sirna_id"], named["sirna"], strict=True)}
+
+    @cached_property
     def sirna_kinds(self) -> Mapping[int, str]:
         """siRNA id → its well type (treatment / positive_control / negative_control), from the entries."""
         entries = self.index.entries
@@ -101,6 +110,7 @@ class IndexRegistry:
         expected_fingerprint: the model's fingerprint (indexes of other models are refused).
         expected_dim: the model's embedding dimension.
         check: extra validation of a loaded index (raise :class:`IndexFormatError` to refuse it).
+        only: serve just this one folder of ``root`` (``serve --indexes`` given a single index directory).
     """
 
     def __init__(
@@ -109,8 +119,10 @@ class IndexRegistry:
         expected_fingerprint: str | None = None,
         expected_dim: int | None = None,
         check: Callable[[LoadedIndex], None] | None = None,
+        only: str | None = None,
     ) -> None:
         self.root = Path(root)
+        self.only = only
         self.expected_fingerprint = expected_fingerprint
         self.expected_dim = expected_dim
         self._check = check
@@ -161,7 +173,9 @@ class IndexRegistry:
                 len(current),
             )
             return ReloadReport(kept=tuple(current))
-        names = sorted(n for n, is_dir in listing if is_dir and not n.startswith("."))
+        names = sorted(
+            n for n, is_dir in listing if is_dir and not n.startswith(".") and (self.only is None or n == self.only)
+        )
         hidden = [n for n, _ in listing if n.startswith(".")]
         loaded: list[str] = []
         failed: dict[str, str] = {}

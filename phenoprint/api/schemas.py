@@ -53,6 +53,9 @@ class EmbedFields(BaseModel):
 
 class PredictionOut(BaseModel):
     sirna_id: int = Field(description="the candidate siRNA")
+    sirna: str | None = Field(
+        None, description="its name where the indexed wells' metadata gives one (RxRx1 v1.0 `sirna`), else null"
+    )
     score: float = Field(description="kNN vote share (0-1) or centroid cosine, by the service's classify mode")
     rank: int = Field(description="1 for the best")
 
@@ -138,6 +141,7 @@ class SirnaLocation(BaseModel):
 
 class SimilarSirna(BaseModel):
     sirna_id: int
+    sirna: str | None = Field(None, description="its name where the metadata gives one, else null")
     score: float = Field(description="cosine between the two siRNAs' centroids")
     rank: int
     kind: str
@@ -145,6 +149,7 @@ class SimilarSirna(BaseModel):
 
 class SirnaResponse(BaseModel):
     sirna_id: int
+    sirna: str | None = Field(None, description="its name where the metadata gives one, else null")
     kind: str = Field(description="treatment, positive_control or negative_control (from its wells' type)")
     locations: list[SirnaLocation] = Field(description="its wells in the indexes loaded (each listed once)")
     experiments: list[str] = Field(description="loaded indexes that contain it")
@@ -154,6 +159,9 @@ class SirnaResponse(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"]
+    version: str = Field(description="phenoprint's package version")
+    model_fingerprint: str | None = Field(description="the served model's fingerprint (null while it loads)")
+    indexes: int = Field(description="per-experiment indexes loaded now")
 
 
 class Readiness(BaseModel):

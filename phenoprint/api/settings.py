@@ -1,20 +1,37 @@
-"""Service settings: ``PHENOPRINT_*`` environment variables read once per process through pydantic-settings."""
+"""Service settings: ``PHENOPRINT_*`` environment variables and a TOML file, read through pydantic-settings."""
 
 from __future__ import annotations
 
+import difflib
+import os
+from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
 
 #: A request body of 12 RxRx1 PNGs (512x512, 8-bit) is about 3 MB; the default leaves room for larger sites.
 DEFAULT_MAX_UPLOAD_BYTES = 32 * 1024 * 1024
+#: The environment variable naming a TOML settings file (``phenoprint serve --config`` names one too).
+CONFIG_ENV = "PHENOPRINT_CONFIG"
+#: Fields a settings file may not hold: the API key stays in the environment, out of files that get copied around.
+_ENV_ONLY = frozenset({"api_key"})
+#: Path fields of a settings file, read relative to the file's folder.
+_PATH_FIELDS = ("model", "indexes")
+
+_config_values: ContextVar[dict[str, Any] | None] = ContextVar("phenoprint_settings_file", default=None)
 
 
 class Settings(BaseSettings):
-    """What ``phenoprint serve`` needs; each field is also read from ``PHENOPRINT_<FIELD>`` (e.g. ``PHENOPRINT_MODEL``).
+    """What ``phenoprint serve`` needs; each field is also read from ``PHENOPRINT_<FIELD>`` (e.g. ``PHENOPRINT_MODEL``)
+    and, below those, from a TOML settings file (:func:`load_settings`).
 
     Tests build one directly and hand it to :func:`phenoprint.api.app.create_app`, or override
     :func:`get_settings` through ``app.dependency_overrides``.
@@ -56,7 +73,7 @@ class Settings(BaseSettings):
         description="kNN vote or nearest centroid (the default: more accurate in every evaluation of BENCHMARKS.md)",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
-        default="info", description="uvicorn log level"
+        default="info", description="log level of the service (phenoprint's and uvicorn's lines alike)"
     )
 
     @field_validator("api_key")
@@ -70,8 +87,69 @@ class Settings(BaseSettings):
             )
         return key
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments first, then ``PHENOPRINT_*`` variables, then the settings file :func:`load_settings` read."""
+        values = _config_values.get()
+        if values is None:
+            return init_settings, env_settings, dotenv_settings, file_secret_settings
+        from_file = InitSettingsSource(settings_cls, values)
+        return init_settings, env_settings, from_file, dotenv_settings, file_secret_settings
+
+
+def read_settings_file(path: str | Path) -> dict[str, Any]:
+    """The fields of a TOML settings file (top-level keys named like the fields, ``model`` and ``indexes`` relative
+    to the file's folder).
+
+    Raises:
+        ValueError: a missing or unreadable file, an unknown key (with the closest field), or the API key.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such settings file") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable TOML file ({exc})") from exc
+    fields = sorted(set(Settings.model_fields) - _ENV_ONLY)
+    for key in data:
+        if key in _ENV_ONLY:
+            raise ValueError(f"{path}: {key} is read from the environment only (PHENOPRINT_{key.upper()}), not a file")
+        if key not in Settings.model_fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"{path}: unknown setting {key!r}; {hint}known: {', '.join(fields)}")
+    for key in _PATH_FIELDS:
+        if isinstance(data.get(key), str):
+            data[key] = str(path.parent / Path(data[key]).expanduser())
+    return data
+
+
+def load_settings(config_file: str | Path | None = None, **values: Any) -> Settings:
+    """Settings from, by precedence: ``values`` (the command line), ``PHENOPRINT_*`` variables, the TOML file
+    ``config_file`` (default: the one ``$PHENOPRINT_CONFIG`` names, if any), the defaults.
+
+    Raises:
+        ValueError: the settings file is missing, unreadable, or holds an unknown key.
+        pydantic.ValidationError: a value out of range.
+    """
+    path = config_file if config_file is not None else os.environ.get(CONFIG_ENV) or None
+    token = _config_values.set(None if path is None else read_settings_file(path))
+    try:
+        return Settings(**values)
+    finally:
+        _config_values.reset(token)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process's settings, read from the environment once (override it in tests, not the environment)."""
-    return Settings()
+    """The process's settings, read from the environment (and ``$PHENOPRINT_CONFIG``) once; override it in tests."""
+    return load_settings()

@@ -18,6 +18,7 @@ from phenoprint.api.settings import Settings
 from phenoprint.embedder.inference import LoadedModel, WellImages, WellVectors, batchnorm_state, load_model
 from phenoprint.errors import CheckpointError, IndexFormatError
 from phenoprint.index.build import PRODUCER_ARRAYS_FILE
+from phenoprint.index.folders import inspect_index_folder
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,8 @@ def start_service(settings: Settings, metrics: ServiceMetrics, model: LoadedMode
 
     Raises:
         CheckpointError: no model configured, or its run directory is not a finished run.
-        IndexFormatError: no index folder configured.
+        IndexFormatError: no index folder configured, or one that does not exist or holds something else than
+            indexes (the message says what to pass).
     """
     if settings.model is None:
         raise CheckpointError(
@@ -85,6 +87,28 @@ def start_service(settings: Settings, metrics: ServiceMetrics, model: LoadedMode
             "no index folder to serve: pass --indexes DIR (one `scripts/build_index.py --out DIR/<EXPERIMENT>` folder "
             "per experiment) or set PHENOPRINT_INDEXES"
         )
+    folder = inspect_index_folder(settings.indexes)
+    if folder.problem is not None:
+        raise IndexFormatError(folder.problem)
+    root, only = settings.indexes, None
+    if folder.kind == "index":  # one index directory: serve it (its siblings, if any, stay unserved)
+        root, only = settings.indexes.parent, settings.indexes.name
+        log.info(
+            "--indexes names one index directory: serving %s only (pass its parent %s to serve every index there)",
+            only,
+            root,
+        )
+    elif folder.kind == "empty":
+        if settings.reload_interval_s <= 0:
+            raise IndexFormatError(
+                f"{settings.indexes} holds no index and --reload-interval-s 0 never rescans it: build one there "
+                f"first (scripts/build_index.py --out {settings.indexes}/<EXPERIMENT>)"
+            )
+        log.warning(
+            "the index folder %s holds no index yet: not ready until one is written there (%s)",
+            settings.indexes,
+            f"rescanned every {settings.reload_interval_s:g} s",
+        )
     started = time.perf_counter()
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)  # process-wide; the batch thread picks it up
@@ -92,12 +116,8 @@ def start_service(settings: Settings, metrics: ServiceMetrics, model: LoadedMode
         model = load_model(settings.model, settings.device)
     metrics.model_info.labels(model.fingerprint, str(model.device)).set(1)
     registry = IndexRegistry(
-        settings.indexes, model.fingerprint, model.embedding_dim, check=lambda loaded: _check_index(model, loaded)
+        root, model.fingerprint, model.embedding_dim, check=lambda loaded: _check_index(model, loaded), only=only
     )
-    if not settings.indexes.is_dir():
-        log.warning(
-            "the index folder %s does not exist yet: not ready until an index is written there", settings.indexes
-        )
     tta = settings.tta or 1  # for wells that name none (an /embed without experiment)
 
     def embed(wells: list[WellImages]) -> list[WellVectors]:

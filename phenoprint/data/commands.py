@@ -19,12 +19,26 @@ def _add_preview(p: argparse.ArgumentParser) -> None:
         "--experiment", action="append", default=None, help="only this experiment (repeat for several); default: all"
     )
     p.add_argument("--limit", type=int, default=None, help="write at most this many sites; default: all with images")
+    p.add_argument(
+        "--contrast",
+        choices=("percentile", "rxrx1"),
+        default="percentile",
+        help="percentile: each channel stretched by the image's own intensities (every cell type readable); rxrx1: "
+        "the fixed display ranges of rxrx1-utils (they suit HUVEC; HEPG2 comes out nearly white)",
+    )
 
 
 def _run_preview(args: argparse.Namespace) -> int:
     from phenoprint.data.rgb import write_previews
 
-    written = write_previews(args.root, args.out, experiments=args.experiment, limit=args.limit)
+    written = write_previews(
+        args.root,
+        args.out,
+        experiments=args.experiment,
+        limit=args.limit,
+        contrast=args.contrast,
+        progress=not args.quiet,
+    )
     print(f"wrote {len(written)} RGB previews to {args.out}")
     return 0
 
@@ -143,7 +157,7 @@ COMMANDS = [
         _run_preview,
         description="Write one RGB PNG per site with images, coloured with the display map Recursion published "
         "for RxRx1 (w1 blue nuclei, w2 green ER, w3 red actin, w4 cyan nucleoli, w5 magenta mitochondria, "
-        "w6 yellow Golgi).",
+        "w6 yellow Golgi), each image stretched by its own intensities unless --contrast rxrx1.",
     ),
     Command(
         "synth",

@@ -42,6 +42,9 @@ METADATA_COLUMNS: tuple[str, ...] = (
     "dataset",
 )
 WELL_KEY: tuple[str, ...] = ("experiment", "plate", "well")
+#: The siRNA's name (``s15652``, ``EMPTY`` …): a further column of the site table when the metadata gives it (RxRx1
+#: v1.0 ``metadata.csv``; the Kaggle files carry ids only).
+SIRNA_NAME = "sirna"
 
 LayoutName = Literal["v1", "kaggle"]
 
@@ -144,7 +147,8 @@ def read_metadata(root: str | Path) -> pd.DataFrame:
         ``plate`` (int 1-4), ``well`` (``"B02"``), ``site`` (1|2), ``well_type``
         (treatment/positive_control/negative_control), ``sirna_id`` (nullable Int64, Kaggle numbering:
         0-1107 treatments, 1108-1137 positive controls, 1138 untreated) and ``dataset`` (train/test),
-        sorted by experiment, plate, well, site.
+        sorted by experiment, plate, well, site; then ``sirna``, the siRNA's name (string, missing where
+        unknown), when the metadata has it (v1.0 layout).
 
     Raises:
         LayoutError: the folder is not an RxRx1 root.
@@ -224,6 +228,8 @@ def _canonicalize(frame: pd.DataFrame) -> pd.DataFrame:
             "dataset": frame["dataset"].astype(str).str.strip().str.lower(),
         }
     )
+    if SIRNA_NAME in frame.columns:  # v1.0 names; the Kaggle reader has turned its `sirna` ids into sirna_id
+        out[SIRNA_NAME] = frame[SIRNA_NAME].astype("string").str.strip()
     _check_values(
         out, "well", out["well"].str.match(_WELL_RE.pattern), "a well name like B02 (rows A-P, columns 01-24)"
     )

@@ -29,7 +29,15 @@ from tqdm.auto import tqdm
 
 from phenoprint.atomic import atomic_path, remove_stale_temporaries_of, write_json_atomic
 from phenoprint.data.images import load_site
-from phenoprint.data.layout import CHANNELS, METADATA_COLUMNS, Layout, detect_layout, read_metadata, site_status
+from phenoprint.data.layout import (
+    CHANNELS,
+    METADATA_COLUMNS,
+    SIRNA_NAME,
+    Layout,
+    detect_layout,
+    read_metadata,
+    site_status,
+)
 from phenoprint.data.synth.writer import PENDING_RECORD
 from phenoprint.errors import ImageFormatError, LayoutError
 from phenoprint.parallel import run_tasks
@@ -333,7 +341,8 @@ class PackSource:
     @property
     def metadata(self) -> pd.DataFrame:
         """The canonical site table of the packed sites, in row order."""
-        return self.index[list(METADATA_COLUMNS)].copy()
+        columns = [*METADATA_COLUMNS, *([SIRNA_NAME] if SIRNA_NAME in self.index.columns else [])]
+        return self.index[columns].copy()
 
     @property
     def image_size(self) -> tuple[int, int]:

@@ -146,14 +146,17 @@ def infer_plate_groups(metadata: pd.DataFrame) -> PlateGroups:
         exp: _rotation(sub.sort_values("plate").group.tolist(), order) for exp, sub in plates.groupby("experiment")
     }
     result = PlateGroups(groups, plates, rotations, order, _disagreements(plates))
+    sizes = sorted({len(m) for m in groups.values()})
     log.info(
-        "plate groups: %d groups of sizes %s over %d plates; rotations %s; %d plates disagree",
+        "plate layout learned from the labels: the treatments form %d groups of %s siRNAs and each plate holds one "
+        "group (checked on %d plates of %d experiments; %d do not fit)",
         n_groups,
-        sorted({len(m) for m in groups.values()}),
+        " or ".join(map(str, sizes)),
         len(plates),
-        result.rotation_counts(),
+        plates.experiment.nunique(),
         len(result.disagreements),
     )
+    log.debug("plate groups: which group plate 1 starts with, per experiment: %s", result.rotation_counts())
     return result
 
 

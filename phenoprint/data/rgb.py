@@ -1,10 +1,12 @@
-"""RGB composites of 6-channel sites with the published RxRx1 colour map (rxrx1-utils ``convert_tensor_to_rgb``)."""
+"""RGB composites of 6-channel sites in the published RxRx1 colours, with per-image or the published contrast."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -14,6 +16,7 @@ from tqdm.auto import tqdm
 from phenoprint.atomic import atomic_path
 from phenoprint.data.images import check_channels, load_site
 from phenoprint.data.layout import CHANNELS, detect_layout, read_metadata, site_status
+from phenoprint.errors import UnknownExperimentError
 
 log = logging.getLogger(__name__)
 
@@ -28,27 +31,49 @@ RGB_MAP: dict[int, tuple[tuple[int, int, int], tuple[int, int]]] = {
     6: ((254, 255, 40), (0, 191)),
 }
 
+#: How channel intensities become display brightness: ``percentile`` stretches each image by its own intensities
+#: (every cell type readable); ``rxrx1`` uses the fixed ranges of :data:`RGB_MAP`, which suit HUVEC: HEPG2 sites,
+#: several times brighter, come out nearly all white with them.
+Contrast = Literal["percentile", "rxrx1"]
+CONTRASTS: tuple[str, ...] = get_args(Contrast)
+#: ``percentile`` contrast: each channel is stretched from its 1st (black) to its 99.9th percentile (its colour at
+#: full strength), then the summed composite is scaled so that its brightest 0.5 % of pixels reach 255.
+CHANNEL_PERCENTILES = (1.0, 99.9)
+COMPOSITE_PERCENTILE = 99.5
 
-def to_rgb(site: np.ndarray, channels: Sequence[int] = CHANNELS) -> np.ndarray:
-    """Composite a (C, H, W) site into an (H, W, 3) uint8 RGB image.
 
-    Each channel is scaled by its display range, clipped at 1, multiplied by its colour and truncated to
-    an integer; the colours are summed and clipped at 255, exactly as rxrx1-utils does.
+def to_rgb(site: np.ndarray, channels: Sequence[int] = CHANNELS, contrast: Contrast = "percentile") -> np.ndarray:
+    """Composite a (C, H, W) site into an (H, W, 3) uint8 RGB image in the RxRx1 colours.
+
+    With ``contrast="rxrx1"`` each channel is scaled by its published display range, clipped at 1, multiplied by
+    its colour and truncated to an integer; the colours are summed and clipped at 255, exactly as rxrx1-utils
+    does. With ``"percentile"`` (the default) the ranges come from the image itself
+    (:data:`CHANNEL_PERCENTILES`, :data:`COMPOSITE_PERCENTILE`), so a bright cell type is not blown out.
 
     Raises:
-        ValueError: ``site`` is not (C, H, W) with C matching ``channels``.
+        ValueError: ``site`` is not (C, H, W) with C matching ``channels``, or an unknown ``contrast``.
     """
     chosen = check_channels(channels)
     site = np.asarray(site)
     if site.ndim != 3 or site.shape[0] != len(chosen):
         raise ValueError(f"expected a (C, H, W) site with C={len(chosen)} channels, got shape {site.shape}")
-    out = np.zeros((*site.shape[1:], 3), dtype=np.int64)
+    if contrast == "rxrx1":
+        out = np.zeros((*site.shape[1:], 3), dtype=np.int64)
+        for plane, ch in zip(site, chosen, strict=True):
+            colour, (lo, hi) = RGB_MAP[ch]
+            x = (plane / 255.0) / ((hi - lo) / 255.0) + lo / 255.0
+            x = np.minimum(x, 1.0)
+            out += (x[..., None] * np.asarray(colour, dtype=np.float64)).astype(np.int64)
+        return np.minimum(out, 255).astype(np.uint8)
+    if contrast != "percentile":
+        raise ValueError(f"contrast must be one of {', '.join(CONTRASTS)}; got {contrast!r}")
+    total = np.zeros((*site.shape[1:], 3), dtype=np.float64)
     for plane, ch in zip(site, chosen, strict=True):
-        colour, (lo, hi) = RGB_MAP[ch]
-        x = (plane / 255.0) / ((hi - lo) / 255.0) + lo / 255.0
-        x = np.minimum(x, 1.0)
-        out += (x[..., None] * np.asarray(colour, dtype=np.float64)).astype(np.int64)
-    return np.minimum(out, 255).astype(np.uint8)
+        lo, hi = np.percentile(plane, CHANNEL_PERCENTILES)
+        x = np.clip((plane.astype(np.float64) - lo) / max(hi - lo, 1.0), 0.0, 1.0)
+        total += x[..., None] * np.asarray(RGB_MAP[ch][0], dtype=np.float64)
+    top = float(np.percentile(total.max(axis=-1), COMPOSITE_PERCENTILE))
+    return np.clip(total * (255.0 / max(top, 1.0)), 0, 255).astype(np.uint8)
 
 
 def write_png_atomic(image: np.ndarray, path: str | Path) -> Path:
@@ -65,6 +90,8 @@ def write_previews(
     experiments: Sequence[str] | None = None,
     limit: int | None = None,
     metadata: pd.DataFrame | None = None,
+    contrast: Contrast = "percentile",
+    progress: bool = True,
 ) -> list[Path]:
     """Write RGB composites of the sites of a data root that have images.
 
@@ -77,16 +104,21 @@ def write_previews(
         experiments: only these experiments (default: all).
         limit: at most this many sites (default: all).
         metadata: the root's site table, when already read.
+        contrast: ``percentile`` (each image stretched by its own intensities) or ``rxrx1`` (the published ranges).
+        progress: show a progress bar.
 
     Returns:
         The written paths.
+
+    Raises:
+        UnknownExperimentError: an experiment the metadata does not list.
     """
     layout = detect_layout(root)
     meta = read_metadata(root) if metadata is None else metadata
     if experiments:
         unknown = sorted(set(experiments) - set(meta.experiment))
         if unknown:
-            raise ValueError(f"experiments not in the metadata: {', '.join(unknown)}")
+            raise UnknownExperimentError(unknown[0], set(meta.experiment))
         meta = meta[meta.experiment.isin(experiments)]
     present = site_status(meta, root)
     if not present.all():
@@ -100,7 +132,57 @@ def write_previews(
     if limit is not None:
         meta = meta.head(limit)
     written = []
-    for r in tqdm(meta.itertuples(index=False), total=len(meta), desc="previews", unit="site"):
-        rgb = to_rgb(load_site(layout, r.experiment, r.plate, r.well, r.site))
+    rows = meta.itertuples(index=False)
+    for r in tqdm(rows, total=len(meta), desc="previews", unit="site", disable=not progress):
+        rgb = to_rgb(load_site(layout, r.experiment, r.plate, r.well, r.site), contrast=contrast)
         written.append(write_png_atomic(rgb, Path(out) / f"{r.experiment}_Plate{r.plate}_{r.well}_s{r.site}.png"))
     return written
+
+
+@dataclass(frozen=True)
+class PreviewPanel:
+    """One site of a preview sheet and the caption it is shown with."""
+
+    caption: str
+    experiment: str
+    plate: int
+    well: str
+    site: int
+
+
+def write_preview_sheet(
+    root: str | Path,
+    panels: Sequence[PreviewPanel],
+    path: str | Path,
+    *,
+    columns: int = 2,
+    title: str | None = None,
+    contrast: Contrast = "percentile",
+) -> Path:
+    """One labelled figure of several sites (e.g. an untreated well beside a treated one, per cell type).
+
+    Raises:
+        ValueError: no panels.
+    """
+    if not panels:
+        raise ValueError("a preview sheet needs at least one site")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    layout = detect_layout(root)
+    rows = -(-len(panels) // columns)
+    fig = Figure(figsize=(3.2 * columns, 3.4 * rows + (0.5 if title else 0)))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for ax, panel in zip(axes.ravel(), panels, strict=False):
+        site = load_site(layout, panel.experiment, panel.plate, panel.well, panel.site)
+        ax.imshow(to_rgb(site, contrast=contrast), interpolation="nearest")
+        ax.set_title(panel.caption, fontsize=8)
+    shown = "each image stretched by its own intensities" if contrast == "percentile" else "RxRx1 display ranges"
+    fig.suptitle((f"{title}\n" if title else "") + f"RxRx1 colours ({shown})", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    return Path(path)

@@ -118,9 +118,9 @@ def _run_train(args: argparse.Namespace) -> int:
     config = train_config_from_args(args)
     result = train(config, open_source(args.data, args.pack), args.out, resume=args.resume)
     if result.fingerprint is not None:
-        val = "n/a" if result.val_top1 is None else f"{result.val_top1:.3f}"
-        print(f"trained {result.steps} steps; loss {result.final_loss:.4f}; held-out top-1 {val}")
-        print(f"run: {result.run_dir}  fingerprint: {result.fingerprint[:16]}")
+        val = "none (nothing held out)" if result.val_top1 is None else f"{result.val_top1:.3f}"
+        print(f"trained {result.steps} steps; loss {result.final_loss:.4f}; validation top-1 {val}")
+        print(f"run: {result.run_dir}  fingerprint: {result.fingerprint[:16]}  (see MODEL_CARD.md there)")
     return 0
 
 
@@ -199,7 +199,7 @@ def add_build_index_arguments(p: argparse.ArgumentParser) -> None:
         dest="reference_embeddings",
         help="embeddings of the training experiments (phenoprint embed output of the same model)",
     )
-    add_centering_options(p, reference_flag="--center-on")
+    add_centering_options(p, deprecated_reference=False)
     add_build_options(p)
     p.add_argument(
         "--queries-out",
@@ -207,8 +207,25 @@ def add_build_index_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="also embed all the batch's wells and write them here (to classify them later)",
     )
-    p.add_argument("--tta", type=int, default=1, help="dihedral transforms averaged per site (1-8)")
-    p.add_argument("--bn-adapt", action="store_true", help="re-estimate batch-norm statistics on the batch")
+    p.add_argument(
+        "--tta",
+        type=int,
+        default=None,
+        help="dihedral transforms averaged per site (1-8); default: as the reference embeddings were made (their "
+        "table records it), so that the batch and the reference are embedded alike",
+    )
+    p.add_argument(
+        "--bn-adapt",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="re-estimate batch-norm statistics on the batch; default: as the reference embeddings were made",
+    )
+    p.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="embed with the --tta / --bn-adapt given even where the reference was embedded otherwise (a warning "
+        "instead of an error; accuracy drops)",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="wells per forward pass")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
@@ -229,14 +246,17 @@ def run_build_index(args: argparse.Namespace) -> int:
         args.out,
         index_config_from_args(args, build=True),
         queries_out=args.queries_out,
+        progress=not getattr(args, "quiet", False),
         tta=args.tta,
         bn_adapt=args.bn_adapt,
+        allow_mismatch=args.allow_mismatch,
         batch_size=args.batch_size,
         workers=args.workers,
     )
     print(
-        f"onboarded {result.experiment}: {result.embedded_wells} wells embedded, {result.index_entries} index "
-        f"entries, {result.seconds:.1f} s -> {result.index_dir}"
+        f"onboarded {result.experiment}: {result.embedded_wells} wells embedded (TTA {result.tta}, BN adaptation "
+        f"{'on' if result.bn_adapt else 'off'}), {result.index_entries} index entries, {result.seconds:.1f} s "
+        f"-> {result.index_dir}"
     )
     if result.queries_path is not None:
         print(f"wrote its embeddings to {result.queries_path}")

@@ -9,11 +9,13 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from phenoprint.logs import warn_once
+
 log = logging.getLogger(__name__)
 
 
 def resolve_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
-    """The torch device for ``auto | cpu | cuda``; ``auto`` falls back to the CPU with a logged note.
+    """The torch device for ``auto | cpu | cuda``; ``auto`` falls back to the CPU with a warning (once per process).
 
     Raises:
         ValueError: ``cuda`` was asked for and none is available, or an unknown preference.
@@ -25,7 +27,7 @@ def resolve_device(preference: str = "auto", local_rank: int = 0) -> torch.devic
         raise ValueError("--device cuda was asked for, but torch sees no CUDA device; use --device auto or cpu")
     if preference == "cpu" or not has_cuda:
         if preference == "auto":
-            log.warning("no CUDA device available: running on the CPU (slow beyond small images and models)")
+            warn_once(log, "no CUDA device available: running on the CPU (slow beyond small images and models)")
         return torch.device("cpu")
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 

@@ -39,6 +39,8 @@ def wells_to_table(
         sites: when the rows are sites, their site numbers (adds ``Metadata_site``).
     """
     meta = wells[list(_META)].rename(columns=_META).reset_index(drop=True)
+    if "sirna" in wells.columns:  # the siRNA's name, where the metadata gives one (v1.0)
+        meta["Metadata_sirna"] = wells["sirna"].astype("string").to_numpy()
     if "dataset" in wells.columns:
         meta["Metadata_dataset"] = wells["dataset"].to_numpy()
     if sites is not None:

@@ -13,6 +13,7 @@ from torch import nn
 
 from phenoprint.embedder.config import ModelConfig
 from phenoprint.embedder.heads import CosineHead, build_head
+from phenoprint.logs import warn_once
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,8 @@ def create_backbone(name: str, pretrained: bool, in_chans: int) -> tuple[nn.Modu
         try:
             return timm.create_model(name, pretrained=True, in_chans=in_chans, num_classes=0), True
         except Exception as exc:  # timm raises many kinds (HTTP, hub, file) when weights are unreachable
-            log.warning(
+            warn_once(
+                log,
                 "pretrained weights for %s could not be fetched (%s: %s); training from random initialization. "
                 "Pre-download them into the Hugging Face cache (HF_HOME) on a machine with internet to use them.",
                 name,

@@ -33,6 +33,71 @@ class OnboardResult:
     index_entries: int  # vectors in the new index
     seconds: float
     queries_path: Path | None  # the experiment's embeddings, when asked to write them
+    tta: int = 1  # dihedral transforms the batch was embedded with
+    bn_adapt: bool = False  # whether batch-norm statistics were re-estimated on the batch
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    """How the wells of a new batch are embedded: as the reference embeddings were, unless told otherwise."""
+
+    tta: int  # dihedral transforms averaged per site
+    bn_adapt: bool  # batch-norm statistics re-estimated on the batch
+    from_reference: bool  # whether both were taken from the reference table's record (none was given)
+
+
+def embedding_settings(
+    reference_info: dict, tta: int | None = None, bn_adapt: bool | None = None, allow_mismatch: bool = False
+) -> EmbeddingSettings:
+    """The TTA and BN adaptation to embed a new batch with, from the reference table's record by default.
+
+    A batch embedded differently from the wells it is compared with loses accuracy without any error (its vectors
+    and the reference's no longer live in the same space), so an explicit value that contradicts the record is
+    refused unless ``allow_mismatch``, which warns instead.
+
+    Args:
+        reference_info: the reference table's ``info`` (``phenoprint embed`` records ``tta`` and ``bn_adapt``).
+        tta: asked for (None: the reference's, or 1 when it records none).
+        bn_adapt: asked for (None: the reference's, or False when it records none).
+        allow_mismatch: embed as asked even where the reference was embedded otherwise (with a warning).
+
+    Raises:
+        EmbeddingTableError: an explicit value differs from the reference's record and ``allow_mismatch`` is off.
+    """
+    ref_tta, ref_bn = reference_info.get("tta"), reference_info.get("bn_adapt")
+    if not (isinstance(ref_tta, int) and not isinstance(ref_tta, bool) and 1 <= ref_tta <= 8):
+        ref_tta = None
+    if not isinstance(ref_bn, bool):
+        ref_bn = None
+    if (tta is None and ref_tta is None) or (bn_adapt is None and ref_bn is None):
+        log.warning(
+            "the reference embeddings do not record how they were embedded; embedding the batch with %s "
+            "(pass --tta and --bn-adapt/--no-bn-adapt as the reference was made)",
+            f"tta={tta or 1}, bn_adapt={bool(bn_adapt)}",
+        )
+    chosen_tta = tta if tta is not None else ref_tta or 1
+    chosen_bn = bn_adapt if bn_adapt is not None else bool(ref_bn)
+    differs = []
+    if ref_tta is not None and chosen_tta != ref_tta:
+        differs.append(f"--tta {chosen_tta} where the reference used {ref_tta} (pass --tta {ref_tta})")
+    if ref_bn is not None and chosen_bn != ref_bn:
+        flag = "--bn-adapt" if ref_bn else "--no-bn-adapt"
+        differs.append(
+            f"BN adaptation {'on' if chosen_bn else 'off'} where the reference had it "
+            f"{'on' if ref_bn else 'off'} (pass {flag})"
+        )
+    if differs:
+        message = (
+            "the new batch would be embedded differently from the reference embeddings it is indexed against: "
+            + "; ".join(differs)
+            + ". Leave the options out to embed it as the reference was, or re-export the reference with the "
+            "settings you want (phenoprint embed --tta N [--bn-adapt])"
+        )
+        if not allow_mismatch:
+            raise EmbeddingTableError(message)
+        log.warning("%s; going on as asked (--allow-mismatch): expect lower accuracy", message)
+    taken = tta is None and bn_adapt is None and ref_tta is not None and ref_bn is not None
+    return EmbeddingSettings(chosen_tta, chosen_bn, taken)
 
 
 def _wells_with_images(source: SiteSource, metadata: pd.DataFrame) -> pd.DataFrame:
@@ -58,8 +123,9 @@ def onboard_experiment(
     *,
     embed_all: bool = False,
     queries_out: str | Path | None = None,
-    tta: int = 1,
-    bn_adapt: bool = False,
+    tta: int | None = None,
+    bn_adapt: bool | None = None,
+    allow_mismatch: bool = False,
     batch_size: int = 64,
     workers: int = 0,
     progress: bool = True,
@@ -81,11 +147,15 @@ def onboard_experiment(
         embed_all: embed every well of the batch, not only the controls (implied by ``reference="all"``
             and by ``queries_out``).
         queries_out: also write the batch's embeddings (every well) to this Parquet file.
+        tta: dihedral transforms per site (None: as the reference table records, see :func:`embedding_settings`).
+        bn_adapt: re-estimate batch-norm statistics on the batch (None: as the reference table records).
+        allow_mismatch: embed as asked even where the reference was embedded otherwise (warns).
 
     Raises:
         UnknownExperimentError: the experiment is not in the source's metadata.
         MetadataError: the batch has no labelled control wells and the centering needs them.
-        EmbeddingTableError: the reference table came from another model.
+        EmbeddingTableError: the reference table came from another model, or ``tta`` / ``bn_adapt`` contradict
+            how it was embedded.
     """
     started = time.perf_counter()
     ref = reference if isinstance(reference, EmbeddingTable) else read_embeddings(reference)
@@ -94,6 +164,7 @@ def onboard_experiment(
             f"the reference embeddings come from model {ref.fingerprint[:16]}…, not from {model.fingerprint[:16]}… "
             "(re-export them with `phenoprint embed --model` of this run)"
         )
+    how = embedding_settings(ref.info, tta, bn_adapt, allow_mismatch)
     everything = embed_all or config.reference == "all" or queries_out is not None
     metadata = _wells_with_images(source, source.metadata)
     wells = select_wells(metadata, (experiment,), controls_only=not everything)
@@ -106,7 +177,7 @@ def onboard_experiment(
     stats = experiment_stats(model, source, metadata, experiment)
     channel_stats = None if stats is None else {experiment: stats}
     embedder: nn.Module = model.embedder
-    if bn_adapt:  # statistics need no labels: adapt on every well of the batch, whichever are embedded
+    if how.bn_adapt:  # statistics need no labels: adapt on every well of the batch, whichever are embedded
         every_well = select_wells(metadata, (experiment,))
         embedder = adapt_to_wells(
             embedder, source, every_well, model.config, model.device, channel_stats, batch_size, workers
@@ -118,12 +189,12 @@ def onboard_experiment(
         config=model.config,
         device=model.device,
         batch_size=batch_size,
-        tta=tta,
+        tta=how.tta,
         channel_stats=channel_stats,
         workers=workers,
         progress=progress,
     )
-    new = wells_to_table(emb.wells, emb.vectors, model.fingerprint, {"tta": tta, "bn_adapt": bn_adapt})
+    new = wells_to_table(emb.wells, emb.vectors, model.fingerprint, {"tta": how.tta, "bn_adapt": how.bn_adapt})
     queries_path = None
     if queries_out is not None:
         queries_path = write_embeddings(new, queries_out)
@@ -131,7 +202,11 @@ def onboard_experiment(
     if ref.dim != new.dim:
         raise EmbeddingTableError(f"reference embeddings have {ref.dim} dimensions, the model gives {new.dim}")
     combined = _concat(keep, new)
-    producer: dict[str, object] = {"input_normalization": model.config.normalization, "tta": tta, "bn_adapt": bn_adapt}
+    producer: dict[str, object] = {
+        "input_normalization": model.config.normalization,
+        "tta": how.tta,
+        "bn_adapt": how.bn_adapt,
+    }
     if stats is not None:
         producer["channel_mean"], producer["channel_std"] = stats[0].tolist(), stats[1].tolist()
     index = build_experiment_index(
@@ -140,12 +215,12 @@ def onboard_experiment(
         config,
         fingerprint=model.fingerprint,
         producer=producer,
-        producer_arrays=batchnorm_state(embedder) if bn_adapt else None,
+        producer_arrays=batchnorm_state(embedder) if how.bn_adapt else None,
     )
     out = index.save(out_dir)
     seconds = time.perf_counter() - started
-    log.info("onboarded %s: %d wells embedded, %d index entries, %.1f s", experiment, len(new), len(index), seconds)
-    return OnboardResult(experiment, Path(out), len(new), len(index), seconds, queries_path)
+    log.debug("onboarded %s: %d wells embedded, %d index entries, %.1f s", experiment, len(new), len(index), seconds)
+    return OnboardResult(experiment, Path(out), len(new), len(index), seconds, queries_path, how.tta, how.bn_adapt)
 
 
 def experiment_stats(
@@ -179,5 +254,6 @@ def _concat(a: EmbeddingTable, b: EmbeddingTable) -> EmbeddingTable:
     if a.feature_names != b.feature_names:
         raise EmbeddingTableError("reference and new embeddings have different feature columns")
     cols = [c for c in a.meta.columns if c in b.meta.columns]
-    meta = pd.concat([a.meta[cols], b.meta[cols]], ignore_index=True)
+    cols += [c for c in ("Metadata_sirna",) if c not in cols and (c in a.meta.columns or c in b.meta.columns)]
+    meta = pd.concat([a.meta.reindex(columns=cols), b.meta.reindex(columns=cols)], ignore_index=True)
     return EmbeddingTable(meta, np.concatenate([a.features, b.features]), a.feature_names, b.fingerprint)

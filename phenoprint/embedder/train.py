@@ -37,6 +37,7 @@ from phenoprint.embedder.config import TrainConfig, config_to_dict
 from phenoprint.embedder.data import GroupBatchSampler, WellDataset, collate_train, experiment_channel_stats, well_table
 from phenoprint.embedder.distributed import DistContext, init_distributed, shutdown_distributed
 from phenoprint.embedder.model import TrainingModel
+from phenoprint.embedder.report import MODEL_CARD, VALIDATION_METHOD, write_run_report
 from phenoprint.errors import CheckpointError, UnknownExperimentError
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,12 @@ METRICS_FILE = "metrics.jsonl"
 #: Validation embeds the held-out wells and the training wells of at most this many experiments per cell
 #: type as the kNN reference: enough for a stable top-1, bounded cost per epoch on the full release.
 VAL_REFERENCE_EXPERIMENTS = 3
+#: What scripts/demo.py trains (phenoprint.pipeline.DemoConfig), in `phenoprint train` options: the recipe the
+#: data-fit warnings point to.
+DEMO_RECIPE = (
+    "--backbone resnet10t --image-size 64 --embedding-dim 128 --normalization experiment --epochs 20 "
+    "--batch-size 32 --lr 0.003 --num-classes <largest siRNA id + 1> --holdout <one experiment per cell type>"
+)
 #: Config fields that may differ on --resume (they change where and how fast, not what is computed).
 RESUMABLE_CHANGES = frozenset(
     {"workers", "device", "checkpoint_every", "max_steps", "data_root", "pack", "compile", "val_every"}
@@ -106,6 +113,33 @@ def split_wells(metadata: pd.DataFrame, holdout: tuple[str, ...], require_images
     if train_w.empty:
         raise ValueError("no labelled wells with images left to train on (check --holdout and the data root)")
     return train_w, val_w
+
+
+def data_fit_warnings(config: TrainConfig, source: SiteSource, train_w: pd.DataFrame, val_w: pd.DataFrame) -> list[str]:
+    """What in a configuration does not fit the data it trains on: sites enlarged to the input size, nothing held
+    out, a head far wider than the labels. Each message says what to pass, and where the demo's recipe is."""
+    recipe = f"the demo's recipe (scripts/demo.py): phenoprint train {DEMO_RECIPE}"
+    warnings = []
+    first = train_w.iloc[0]
+    side = min(source.load(first.experiment, int(first.plate), first.well, int(first.sites[0])).shape[1:])
+    if config.image_size > side:
+        warnings.append(
+            f"--image-size {config.image_size} enlarges the {side}-px sites of this data: the network sees "
+            f"interpolated pixels at {(config.image_size / side) ** 2:.1f}x the cost; pass --image-size {side} or "
+            f"less ({recipe})"
+        )
+    if val_w.empty:
+        warnings.append(
+            "nothing is held out (--holdout): training reports no validation, and nothing tells learning the siRNAs "
+            f"from memorizing these batches; hold out one experiment per cell type ({recipe})"
+        )
+    n_labels = int(train_w.sirna_id.max()) + 1
+    if config.model.num_classes > 2 * n_labels:
+        warnings.append(
+            f"the head has {config.model.num_classes:,} classes but the labels use ids 0-{n_labels - 1}: pass "
+            f"--num-classes {n_labels} (the default fits the real RxRx1 ids; {recipe})"
+        )
+    return warnings
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -199,6 +233,9 @@ def _train(
             f"siRNA id {max_label} does not fit a head of {config.model.num_classes} classes; "
             f"pass --num-classes {max_label + 1} or more"
         )
+    if ctx.is_main:
+        for warning in data_fit_warnings(config, source, train_w, val_w):
+            log.warning("%s", warning)
     stats = (
         experiment_channel_stats(source, train_w, seed=config.seed) if config.normalization == "experiment" else None
     )
@@ -276,6 +313,7 @@ def _train(
     epoch = pos.epoch
     last_loss = float("nan")
     val_top1: float | None = None
+    explained = False  # the validation figure is explained the first time it is printed
     window_images, window_start = 0, time.perf_counter()
 
     def checkpoint(at: Position) -> None:
@@ -341,7 +379,10 @@ def _train(
                         val_top1 = _validate(model, source, train_w, val_w, config, ctx, stats)
                         metrics.write(event="validation", step=step, epoch=epoch, val_top1=val_top1)
                         if progress and ctx.is_main:
-                            bar.write(f"epoch {epoch}: held-out centred kNN top-1 = {val_top1:.3f}")
+                            bar.write(f"epoch {epoch}: validation top-1 {val_top1:.3f} on the held-out experiments")
+                            if not explained:
+                                bar.write(f"  ({VALIDATION_METHOD})")
+                                explained = True
                         net.train()
                 if step % config.checkpoint_every == 0:
                     checkpoint(Position(step, epoch, micro))
@@ -372,7 +413,8 @@ def _train(
         }
         fp = write_run(run_dir, model.embedder, config, info)
         metrics.write(event="end", step=step, fingerprint=fp, val_top1=val_top1)
-        log.info("run written to %s (fingerprint %s…)", run_dir, fp[:12])
+        write_run_report(run_dir)
+        log.info("run written to %s (fingerprint %s…), described in %s", run_dir, fp[:12], MODEL_CARD)
     ctx.barrier()
     return TrainResult(run_dir, fp, step, last_loss, val_top1)
 

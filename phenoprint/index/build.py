@@ -150,7 +150,7 @@ def fit_table_centering(
     """Fit every batch of the table on its own reference wells (one set of statistics per experiment or plate).
 
     Raises:
-        EmbeddingTableError: a batch has no (or too few) reference wells; the message suggests ``--reference all``.
+        EmbeddingTableError: a batch has no (or too few) reference wells; the message suggests ``--center-on all``.
     """
     keys = batch_keys(table.meta, per_plate)
     ref = reference_mask(table, reference)
@@ -161,7 +161,7 @@ def fit_table_centering(
         if len(short):
             controls = reference == "controls"
             what = "control wells (Metadata_well_type positive_control/negative_control)" if controls else "wells"
-            hint = "; use --reference all to centre on all its wells (for data without controls)" if controls else ""
+            hint = "; use --center-on all to centre on all its wells (for data without controls)" if controls else ""
             others = f" ({len(short)} batches are short)" if len(short) > 1 else ""
             raise EmbeddingTableError(
                 f"batch {short.index[0]} has {int(short.iloc[0])} {what} but centering {method!r} needs at least "
@@ -186,7 +186,8 @@ class ExperimentIndex:
     stored statistics (:meth:`center`), never with statistics recomputed per query.
 
     Attributes:
-        entries: one row per indexed well (:data:`ENTRY_COLUMNS`); row i is FAISS id i.
+        entries: one row per indexed well (:data:`ENTRY_COLUMNS`, plus ``sirna``, the siRNA's name, when the
+            embedding table had ``Metadata_sirna``); row i is FAISS id i.
         vectors: (n, d) float32 centred unit vectors of the entries.
         centering: batch key (``experiment`` or ``experiment/plate``) → the experiment's fitted statistics.
         config: the resolved build configuration.
@@ -624,14 +625,15 @@ def build_experiment_index(
         index.manifest["producer"] = producer
     index.producer_arrays = dict(producer_arrays or {})
     log.info(
-        "built the index of %s: %d entries (%d siRNAs, %d experiments), %s on %s, %s, in %.2f s",
+        "built the index of %s: %d wells of %d siRNAs (its own controls and %d other experiments), centering %s "
+        "fitted on its %s, %s search, in %.2f s",
         experiment,
         len(index),
         len(index.sirna_ids),
         index.manifest["counts"]["source_experiments"],
         config.center,
-        config.reference,
-        config.kind,
+        "control wells" if config.reference == "controls" else "wells",
+        "exact" if config.kind == "flat" else f"approximate ({config.kind})",
         time.perf_counter() - started,
     )
     return index
@@ -736,6 +738,9 @@ def assemble_index(
             "kind": np.where(target, "control", "training"),
         }
     )
+    if "Metadata_sirna" in meta.columns:  # names where the metadata gave them (RxRx1 v1.0), None elsewhere
+        names = meta["Metadata_sirna"].astype("string")
+        entries["sirna"] = [None if pd.isna(v) else str(v) for v in names]
     vectors = np.ascontiguousarray(centred[mask], dtype=np.float32)
     index = faiss_backend.make_index(
         vectors,

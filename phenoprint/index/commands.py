@@ -22,12 +22,12 @@ _CALIBRATION = ("training", "controls")
 _DEFAULT_RIDGE = 0.1
 
 
-def add_centering_options(p: argparse.ArgumentParser, reference_flag: str = "--reference") -> None:
+def add_centering_options(p: argparse.ArgumentParser, deprecated_reference: bool = True) -> None:
     """Options of the batch centering and of the index scope (shared by every verb that builds indexes).
 
     Args:
-        reference_flag: the option naming the wells the centering is fitted on (``dest="reference"``); verbs
-            whose ``--reference`` means something else rename it.
+        deprecated_reference: also accept ``--reference controls|all``, the old spelling of ``--center-on``, with a
+            deprecation warning (off for verbs whose ``--reference`` names the reference embeddings).
     """
     p.add_argument(
         "--center",
@@ -37,13 +37,19 @@ def add_centering_options(p: argparse.ArgumentParser, reference_flag: str = "--r
         "center_scale (standardize); tvn (standardize, then whiten with their regularized covariance)",
     )
     p.add_argument(
-        reference_flag,
+        "--center-on",
         dest="reference",
         choices=_REFERENCE,
         default="controls",
         help="wells the centering is fitted on: the experiment's control wells, or all its wells (for data "
         "without controls, e.g. CellProfiler profiles)",
     )
+    if deprecated_reference:
+        from phenoprint.cli import DeprecatedAlias
+
+        p.add_argument(
+            "--reference", dest="reference", choices=_REFERENCE, action=DeprecatedAlias, replacement="--center-on"
+        )
     p.add_argument("--per-plate", action="store_true", help="fit the centering per plate instead of per experiment")
     p.add_argument(
         "--pca-dim",
@@ -126,7 +132,6 @@ def _add_index(p: argparse.ArgumentParser) -> None:
         description="Build the per-experiment index: the experiment's control wells and the labelled wells of the "
         "other experiments (same cell type by default), each centred with its own experiment's statistics, in "
         "FAISS, written atomically as a directory with a manifest.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _add_embeddings(build)
     add_centering_options(build)
@@ -138,8 +143,10 @@ def _add_index(p: argparse.ArgumentParser) -> None:
     )
     build.set_defaults(_index_run=_run_build)
 
-    info = sub.add_parser("info", help="print the manifest of an index directory")
-    info.add_argument("dir", type=Path, help="an index directory")
+    info = sub.add_parser(
+        "info", help="print the manifest of an index directory, or list the indexes of a folder of them"
+    )
+    info.add_argument("dir", type=Path, help="an index directory, or a folder of them (as serve --indexes takes)")
     info.set_defaults(_index_run=_run_info)
 
 
@@ -167,11 +174,38 @@ def _run_build(args: argparse.Namespace) -> int:
 def _run_info(args: argparse.Namespace) -> int:
     from phenoprint.errors import IndexFormatError
     from phenoprint.index.artifact import MANIFEST_NAME, read_json
+    from phenoprint.index.folders import inspect_index_folder
 
-    path = args.dir / MANIFEST_NAME
-    if not path.is_file():
-        raise IndexFormatError(f"{args.dir}: no {MANIFEST_NAME}; not an index directory")
-    print(json.dumps(read_json(path), indent=2, sort_keys=True))
+    folder = inspect_index_folder(args.dir)
+    if folder.kind == "index":
+        print(json.dumps(read_json(args.dir / MANIFEST_NAME), indent=2, sort_keys=True))
+        return 0
+    if folder.kind != "root":
+        raise IndexFormatError(
+            folder.problem or f"{args.dir}: not an index directory (no {MANIFEST_NAME}) and holds no index directory"
+        )
+    print(f"{args.dir}: {len(folder.indexes)} indexes (`phenoprint index info {args.dir}/<NAME>` prints one manifest)")
+    rows = [("name", "experiment", "entries", "siRNAs", "centering", "created", "model")]
+    for path in folder.indexes:
+        try:
+            m = read_json(path / MANIFEST_NAME)
+            counts, centering = m.get("counts") or {}, m.get("centering") or {}
+            rows.append(
+                (
+                    path.name,
+                    str(m.get("experiment")),
+                    str(counts.get("entries", "?")),
+                    str(counts.get("sirnas", "?")),
+                    str(centering.get("method", "?")),
+                    str(m.get("created", "?")),
+                    str(m.get("fingerprint") or "-")[:12],
+                )
+            )
+        except (OSError, ValueError) as exc:
+            rows.append((path.name, f"unreadable manifest ({exc})", "", "", "", "", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
     return 0
 
 
@@ -230,7 +264,7 @@ COMMANDS = [
         _add_index,
         _run_index,
         description="Per-experiment indexes of batch-centred embeddings: `index build` writes one, `index info DIR` "
-        "prints its manifest.",
+        "prints its manifest (or, for a folder of indexes, lists them).",
     ),
     Command(
         "evaluate",

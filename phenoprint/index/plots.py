@@ -1,23 +1,51 @@
-"""PNG figures of batch mixing: 2-D projections coloured by experiment and by siRNA, before and after centering."""
+"""PNG figures of batch mixing: 2-D PCA projections of embeddings coloured by experiment and by siRNA, one panel per
+stage (e.g. plain embeddings, adapted embeddings, after centering), every axis, panel and colour labelled."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from phenoprint.index.build import IndexConfig, center_table, fit_table_centering
 from phenoprint.index.centering import l2_normalize
+from phenoprint.index.metrics import silhouette
 from phenoprint.index.table import EmbeddingTable
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: siRNAs given their own colour in the by-siRNA panels (the rest are drawn grey): more are unreadable.
 N_COLOURED_SIRNAS = 10
+#: Rows per cell type in the silhouette of a panel's title (it costs O(n²)).
+SILHOUETTE_ROWS = 1500
+FIGURES = ("projection_by_experiment", "projection_by_sirna")
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One stage of the embeddings to project: what the rows are at that stage, and their vectors."""
+
+    title: str  # e.g. "plain embeddings (no adaptation)"
+    vectors: np.ndarray  # (n, d), the same rows in the same order in every panel
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A panel's 2-D PCA coordinates and what they keep."""
+
+    xy: np.ndarray  # (n, 2)
+    explained: tuple[float, float]  # share of the variance along PC1 and PC2
 
 
 def plots(
     table: EmbeddingTable, config: IndexConfig, out_dir: str | Path, *, max_points: int = 4000, seed: int = 0
 ) -> list[Path]:
-    """Centre the table as an index would and write ``projection_by_experiment.png`` and ``projection_by_sirna.png``.
+    """Centre the table as an index would and write ``projection_by_experiment.png`` and ``projection_by_sirna.png``
+    (before and after centering).
 
     Returns:
         The written files.
@@ -27,93 +55,151 @@ def plots(
         table, config.center, config.reference, pca_dim=config.pca_dim, ridge=config.ridge, per_plate=config.per_plate
     )
     after = center_table(table, stats, config.per_plate)
-    return projection_plots(
-        l2_normalize(table.features),
-        after,
-        table.meta["Metadata_experiment"].to_numpy(dtype=str),
-        table.labels(),
-        out_dir,
-        title=f"{config.center} on {config.reference}",
-        max_points=max_points,
-        seed=seed,
-    )
+    panels = [
+        Panel("before centering", l2_normalize(table.features)),
+        Panel(f"after {config.center} centering on {config.reference}", after),
+    ]
+    return projection_plots(panels, table, out_dir, max_points=max_points, seed=seed)
 
 
-def pca_2d(x: np.ndarray) -> np.ndarray:
-    """The first two principal-component coordinates of the rows (their own PCA)."""
+def pca_2d(x: np.ndarray) -> Projection:
+    """The first two principal-component coordinates of the rows (their own PCA) and the variance they keep."""
     x = np.asarray(x, dtype=np.float64)
     z = x - x.mean(axis=0)
-    _, _, vt = np.linalg.svd(z, full_matrices=False)
+    _, s, vt = np.linalg.svd(z, full_matrices=False)
     proj = z @ vt[:2].T
-    return proj if proj.shape[1] == 2 else np.pad(proj, ((0, 0), (0, 2 - proj.shape[1])))
+    if proj.shape[1] < 2:
+        proj = np.pad(proj, ((0, 0), (0, 2 - proj.shape[1])))
+    var = s**2
+    total = float(var.sum()) or 1.0
+    shares = [float(v) / total for v in var[:2]] + [0.0, 0.0]
+    return Projection(proj, (shares[0], shares[1]))
 
 
-def projection_plots(
-    before: np.ndarray,
-    after: np.ndarray,
-    experiments: np.ndarray,
-    labels: np.ndarray,
-    out_dir: str | Path,
-    *,
-    title: str = "centred",
-    max_points: int = 4000,
-    seed: int = 0,
-) -> list[Path]:
-    """Write the two figures (before | after panels) for given vectors; each panel has its own PCA.
+def batch_silhouette(vectors: np.ndarray, experiments: np.ndarray, cell_types: np.ndarray, seed: int = 0) -> float:
+    """Silhouette by experiment (cosine), within each cell type, averaged: near 1 the batches stand apart, near 0
+    or below they are mixed. NaN when no cell type has two experiments."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for cell_type in np.unique(cell_types):
+        rows = np.flatnonzero(cell_types == cell_type)
+        if len(rows) > SILHOUETTE_ROWS:
+            rows = np.sort(rng.choice(rows, SILHOUETTE_ROWS, replace=False))
+        s = silhouette(vectors[rows], experiments[rows])
+        if s is not None:
+            values.append(s)
+    return float(np.mean(values)) if values else float("nan")
+
+
+def projection_figures(
+    panels: Sequence[Panel], table: EmbeddingTable, *, max_points: int = 4000, seed: int = 0
+) -> dict[str, Figure]:
+    """The two figures (one panel per stage, each with its own PCA), labelled: method and variance on the axes,
+    the stage and its batch silhouette in each title, a legend of the colours.
 
     Args:
-        before: (n, d) vectors before centering.
-        after: (n, d) the same rows after centering.
-        experiments: (n,) experiment of each row.
-        labels: (n,) siRNA of each row (-1: unknown).
-        out_dir: created if needed.
-        title: names the centering in the right-hand panel.
+        panels: the stages, all of ``table``'s rows in its order.
+        table: the rows' metadata (experiment, cell type, siRNA).
         max_points: rows drawn (a fixed random sample beyond that).
         seed: for the sample.
+
+    Raises:
+        ValueError: no panel, or a panel whose rows do not match the table.
     """
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    n = len(before)
+    if not panels:
+        raise ValueError("projection figures need at least one panel")
+    n = len(table)
+    for p in panels:
+        if p.vectors.ndim != 2 or len(p.vectors) != n:
+            raise ValueError(f"panel {p.title!r} has vectors of shape {p.vectors.shape}; expected ({n}, d)")
     rows = np.arange(n)
     if n > max_points:
         rows = np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False))
-    panels = [("before centering", pca_2d(before[rows])), (f"after ({title})", pca_2d(after[rows]))]
-    exps = np.asarray(experiments).astype(str)[rows]
-    labs = np.asarray(labels).astype(np.int64)[rows]
-    written = []
+    exps = table.meta["Metadata_experiment"].to_numpy(dtype=str)
+    cells = table.meta["Metadata_cell_type"].to_numpy(dtype=str)
+    labs = table.labels()
+    projected = [(p, pca_2d(p.vectors[rows]), batch_silhouette(p.vectors, exps, cells, seed)) for p in panels]
+    width = 4.6 * len(panels) + 1.8
+    method = (
+        f"Each panel: PCA of its unit vectors, {len(rows):,} of {n:,} wells; "
+        "silhouette by experiment within cell type: 1 = batches apart, 0 = mixed"
+    )
 
-    exp_names, exp_codes = np.unique(exps, return_inverse=True)
-    fig = Figure(figsize=(12, 5.5))
+    def axes_of(fig: Figure) -> list:
+        axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        for ax, (panel, proj, sil) in zip(axes, projected, strict=True):
+            ax.set_xlabel(f"PC1 ({proj.explained[0]:.0%} of variance)")
+            ax.set_ylabel(f"PC2 ({proj.explained[1]:.0%} of variance)")
+            ax.set_title(f"{panel.title}\nsilhouette by experiment {sil:.2f}", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        return list(axes)
+
+    figures: dict[str, Figure] = {}
+    exp_names, exp_codes = np.unique(exps[rows], return_inverse=True)
+    fig = Figure(figsize=(width, 4.8))
     FigureCanvasAgg(fig)
-    for ax, (name, xy) in zip(fig.subplots(1, 2), panels, strict=True):
-        sc = ax.scatter(xy[:, 0], xy[:, 1], c=exp_codes, cmap="tab20", s=4, alpha=0.7, linewidths=0)
-        ax.set_title(f"{name}: coloured by experiment")
-        ax.set_xticks([])
-        ax.set_yticks([])
-    handles, _ = sc.legend_elements(num=None)
-    if len(exp_names) <= 20 and len(handles) == len(exp_names):
-        fig.legend(handles, list(exp_names), loc="center right", fontsize=7)
-    path = out / "projection_by_experiment.png"
-    fig.savefig(path, dpi=110)
-    written.append(path)
+    cmap = matplotlib.colormaps["tab20"]
+    colours = [cmap(i % 20) for i in range(len(exp_names))]
+    for ax, (_, proj, _) in zip(axes_of(fig), projected, strict=True):
+        ax.scatter(proj.xy[:, 0], proj.xy[:, 1], c=[colours[c] for c in exp_codes], s=5, alpha=0.7, linewidths=0)
+    handles = [Line2D([], [], ls="", marker="o", color=colours[i], label=name) for i, name in enumerate(exp_names)]
+    fig.legend(handles=handles, title="experiment", loc="center right", fontsize=7, title_fontsize=8)
+    fig.suptitle(f"Wells coloured by experiment (batch). {method}", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1 - 1.6 / width, 0.95))
+    figures["projection_by_experiment"] = fig
 
-    known = labs[labs >= 0]
+    sub = labs[rows]
+    known = sub[sub >= 0]
     ids, counts = np.unique(known, return_counts=True)
-    top = ids[np.argsort(-counts, kind="stable")[:N_COLOURED_SIRNAS]]
-    fig = Figure(figsize=(12, 5.5))
+    top = np.sort(ids[np.argsort(-counts, kind="stable")[:N_COLOURED_SIRNAS]])
+    coloured = np.isin(sub, top)
+    codes = np.searchsorted(top, sub[coloured])
+    tab10 = matplotlib.colormaps["tab10"]
+    fig = Figure(figsize=(width, 4.8))
     FigureCanvasAgg(fig)
-    coloured = np.isin(labs, top)
-    codes = np.searchsorted(np.sort(top), labs[coloured])
-    for ax, (name, xy) in zip(fig.subplots(1, 2), panels, strict=True):
-        ax.scatter(xy[~coloured, 0], xy[~coloured, 1], c="0.85", s=3, linewidths=0)
-        ax.scatter(xy[coloured, 0], xy[coloured, 1], c=codes, cmap="tab10", s=14, linewidths=0)
-        ax.set_title(f"{name}: the {len(top)} most replicated siRNAs")
-        ax.set_xticks([])
-        ax.set_yticks([])
-    path = out / "projection_by_sirna.png"
-    fig.savefig(path, dpi=110)
-    written.append(path)
+    for ax, (_, proj, _) in zip(axes_of(fig), projected, strict=True):
+        ax.scatter(proj.xy[~coloured, 0], proj.xy[~coloured, 1], c="0.85", s=3, linewidths=0)
+        ax.scatter(proj.xy[coloured, 0], proj.xy[coloured, 1], c=[tab10(c % 10) for c in codes], s=14, linewidths=0)
+    handles = [Line2D([], [], ls="", marker="o", color=tab10(i % 10), label=str(s)) for i, s in enumerate(top)]
+    handles.append(Line2D([], [], ls="", marker="o", color="0.85", label="other siRNAs"))
+    fig.legend(handles=handles, title="siRNA id", loc="center right", fontsize=7, title_fontsize=8)
+    fig.suptitle(
+        f"The {len(top)} most replicated siRNAs in colour (replicates of one siRNA should gather). {method}",
+        fontsize=8,
+    )
+    fig.tight_layout(rect=(0, 0, 1 - 1.6 / width, 0.95))
+    figures["projection_by_sirna"] = fig
+    return figures
+
+
+def projection_plots(
+    panels: Sequence[Panel],
+    table: EmbeddingTable,
+    out_dir: str | Path,
+    *,
+    max_points: int = 4000,
+    seed: int = 0,
+    dpi: int = 100,
+) -> list[Path]:
+    """Write :func:`projection_figures` as ``projection_by_experiment.png`` and ``projection_by_sirna.png``.
+
+    Returns:
+        The written files.
+    """
+    from phenoprint.atomic import atomic_path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, fig in projection_figures(panels, table, max_points=max_points, seed=seed).items():
+        path = out / f"{name}.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi)
+        written.append(path)
     return written

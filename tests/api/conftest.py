@@ -57,9 +57,10 @@ def onboard(
     experiment: str,
     reference: Path,
     out: Path,
-    bn_adapt: bool = False,
-    tta: int = 1,
+    bn_adapt: bool | None = None,
+    tta: int | None = None,
     queries_out: Path | None = None,
+    allow_mismatch: bool = False,
     **index_config,
 ) -> Path:
     """``scripts/build_index.py`` in-process: embed the experiment's controls, centre, index against the reference."""
@@ -77,6 +78,7 @@ def onboard(
         IndexConfig(**index_config),
         bn_adapt=bn_adapt,
         tta=tta,
+        allow_mismatch=allow_mismatch,
         queries_out=queries_out,
         progress=False,
     ).index_dir

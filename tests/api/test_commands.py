@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -89,6 +90,93 @@ def test_serve_refuses_an_empty_api_key_at_startup(clean_env, monkeypatch, capsy
     assert "PHENOPRINT_API_KEY is empty" in err
 
 
+def test_serve_refuses_a_missing_or_wrong_index_folder_before_loading(
+    artifacts: Artifacts, clean_env, capsys, tmp_path: Path
+) -> None:
+    run = str(artifacts.run)
+    assert main(["serve", "--model", run, "--indexes", str(tmp_path / "nope")]) == 2
+    assert f"error: {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "reference.parquet").write_bytes(b"PAR1")
+    assert main(["serve", "--model", run, "--indexes", str(tmp_path / "tables")]) == 2
+    err = capsys.readouterr().err
+    assert "holds 1 Parquet file(s)" in err
+    assert "scripts/build_index.py --out" in err
+
+
+def test_serve_checks_the_port_before_loading_anything(artifacts: Artifacts, clean_env, capsys) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        started = time.perf_counter()
+        argv = ["serve", "--model", str(artifacts.run), "--indexes", str(artifacts.indexes), "--port", str(port)]
+        assert main(argv) == 2
+        seconds = time.perf_counter() - started
+    err = capsys.readouterr().err
+    assert f"error: port {port} on 127.0.0.1 is already in use" in err
+    assert "pass --port" in err
+    assert seconds < 5  # refused before the model and the indexes are loaded
+
+
+def test_a_settings_file_configures_serve_below_options_and_variables(
+    artifacts: Artifacts, clean_env, monkeypatch, capsys, tmp_path: Path
+) -> None:
+    from phenoprint.api.settings import load_settings
+
+    config = tmp_path / "conf" / "serve.toml"
+    config.parent.mkdir()
+    (tmp_path / "conf" / "indexes").symlink_to(artifacts.indexes, target_is_directory=True)
+    config.write_text(f'model = "{artifacts.run}"\nindexes = "indexes"\nport = 9001\nmax_batch_wells = 4\n')
+    settings = load_settings(config)
+    assert settings.indexes == config.parent / "indexes"  # relative to the file
+    assert (settings.port, settings.max_batch_wells) == (9001, 4)
+    monkeypatch.setenv("PHENOPRINT_PORT", "9002")
+    assert load_settings(config).port == 9002  # a variable wins over the file
+    assert load_settings(config, port=9003).port == 9003  # and an option over both
+    monkeypatch.setenv("PHENOPRINT_CONFIG", str(config))
+    assert load_settings().max_batch_wells == 4  # the file named by the environment
+    config.write_text("prot = 9000\n")
+    assert main(["serve", "--config", str(config)]) == 2
+    assert "unknown setting 'prot'; did you mean 'port'?" in capsys.readouterr().err
+    config.write_text('api_key = "s3cret"\n')
+    assert main(["serve", "--config", str(config)]) == 2
+    assert "api_key is read from the environment only" in capsys.readouterr().err
+    assert main(["serve", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert "no such settings file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "level"),
+    [
+        (["serve", "--log-level", "warning"], "warning"),
+        (["-q", "serve"], "warning"),
+        (["-vv", "serve"], "debug"),
+        (["serve"], "info"),
+    ],
+)
+def test_one_log_level_for_phenoprint_and_uvicorn(
+    artifacts: Artifacts, clean_env, monkeypatch, argv: list[str], level: str
+) -> None:
+    """`serve --log-level` used to reach only uvicorn and `-q` only phenoprint; now either sets both, and uvicorn
+    keeps no handler of its own (its lines go through phenoprint's, with timestamps)."""
+    import logging
+
+    import uvicorn
+
+    seen: dict = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
+    where = ["--model", str(artifacts.run), "--indexes", str(artifacts.indexes), "--port", str(_free_port())]
+    assert main([*argv, *where]) == 0
+    assert seen["log_level"] == level
+    assert seen["log_config"] is None
+    numeric = getattr(logging, level.upper())
+    for name in ("phenoprint", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        assert logging.getLogger(name).getEffectiveLevel() == numeric, name
+    assert not logging.getLogger("uvicorn.error").handlers
+    assert logging.getLogger("uvicorn.access").propagate
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -170,7 +258,17 @@ def test_a_real_server_classifies_over_http_and_stops_cleanly(server, artifacts:
 
         r = http.post("/embed", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
         assert r.status_code == 413
-        assert http.get("/healthz").json() == {"status": "ok"}
+        health = http.get("/healthz").json()
+        assert health["indexes"] == 2
+        assert health["model_fingerprint"] == in_process["model_fingerprint"]
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down
-    assert "Application shutdown complete" in log.read_text()
+    lines = log.read_text().splitlines()
+    assert any(line.endswith("INFO uvicorn.error: Application shutdown complete.") for line in lines)
+    # phenoprint's lines and uvicorn's share one format, with date and time (uvicorn's own has none)
+    stamped = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")
+    logged = [line for line in lines if "uvicorn" in line or "phenoprint" in line]
+    assert logged
+    assert all(stamped.match(line) for line in logged), logged
+    assert any(" uvicorn.access: " in line for line in lines)
+    assert any(" phenoprint.api.state: " in line for line in lines)

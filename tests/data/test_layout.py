@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from phenoprint.data import METADATA_COLUMNS, detect_layout, parse_image_name, read_metadata, site_status
+from phenoprint.data.layout import SIRNA_NAME
 from phenoprint.errors import LayoutError, MetadataError
 
 
@@ -76,7 +77,9 @@ def test_v1_layout_reads_the_same_canonical_table(rxrx1_root: Path, tmp_path: Pa
     written = _write_v1_tree(rxrx1_root, tmp_path)
     assert detect_layout(tmp_path).name == "v1"
     meta = read_metadata(tmp_path)
-    assert tuple(meta.columns) == METADATA_COLUMNS
+    assert tuple(meta.columns) == (*METADATA_COLUMNS, SIRNA_NAME)  # v1.0 names its siRNAs; Kaggle has ids only
+    assert meta.loc[meta.well == "C03", SIRNA_NAME].eq("s1").all()
+    assert meta.loc[meta.well == "B02", SIRNA_NAME].eq("EMPTY").all()
     assert len(meta) == len(written)
     assert meta.loc[meta.well == "C03", "sirna_id"].eq(7).all()
     assert meta.loc[meta.well == "B02", "well_type"].eq("negative_control").all()

@@ -39,6 +39,7 @@ def test_pack_round_trips_the_pngs(tiny_root: Path, tiny_pack: Path) -> None:
     assert isinstance(source, SiteSource)
     meta = read_metadata(tiny_root)
     assert source.metadata.equals(meta)
+    assert source.metadata["sirna"].notna().all()  # the siRNA names of the v1.0 metadata travel with the pack
     assert source.images.shape == (len(meta), 6, 64, 64)
     for key in meta[KEY].itertuples(index=False):
         np.testing.assert_array_equal(source.load(*key), load_site(tiny_root, *key))

@@ -170,6 +170,7 @@ def test_layout_from_renders_the_real_plate_map(rxrx1_root: Path, tmp_path: Path
     meta = read_metadata(out)
     real = read_metadata(rxrx1_root)
     real = real[(real.experiment == "U2OS-01") & (real.plate == 2) & real.well.isin(["B02", "C03", "D04", "E05"])]
-    pd.testing.assert_frame_equal(meta, real.reset_index(drop=True))
+    assert meta["sirna"].notna().all()  # the synthetic v1.0 metadata names its siRNAs; the Kaggle files do not
+    pd.testing.assert_frame_equal(meta.drop(columns="sirna"), real.reset_index(drop=True))
     assert load_site(out, "U2OS-01", 2, "C03", 1).shape == (6, 32, 32)
     assert json.loads((out / SYNTH_RECORD).read_text())["layout_sha256"]

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from phenoprint.data.layout import METADATA_COLUMNS
+from phenoprint.data.layout import METADATA_COLUMNS, SIRNA_NAME
 from phenoprint.data.plate import USED_WELLS
 
 
@@ -25,6 +25,7 @@ class FakeSource:
                 for site in (1, 2):
                     rows.append((exp, exp.split("-")[0], 1, USED_WELLS[k + e], site, wt, k, "train"))
         meta = pd.DataFrame(rows, columns=list(METADATA_COLUMNS)).astype({"sirna_id": "Int64"})
+        meta[SIRNA_NAME] = ("s" + meta.sirna_id.astype(str)).astype("string")  # named, as in RxRx1 v1.0 metadata
         self._metadata = meta
         self.size = size
         self._signal = np.random.default_rng(1).uniform(0.2, 1.0, size=(n_treatments + n_controls, 6))
@@ -57,7 +58,6 @@ def write_root(source: FakeSource, root) -> None:
 
     root = Path(root)
     meta = source.metadata.copy()
-    meta["sirna"] = "s" + meta.sirna_id.astype(str)
     root.mkdir(parents=True, exist_ok=True)
     meta.to_csv(root / "metadata.csv", index=False)
     for r in meta.itertuples():

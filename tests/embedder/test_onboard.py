@@ -14,7 +14,7 @@ from phenoprint.data.synth import preset_config, synthesize
 from phenoprint.embedder.config import ModelConfig, TrainConfig
 from phenoprint.embedder.export import export_embeddings, select_wells
 from phenoprint.embedder.inference import load_model
-from phenoprint.embedder.onboard import channel_stats_from_manifest, onboard_experiment
+from phenoprint.embedder.onboard import channel_stats_from_manifest, embedding_settings, onboard_experiment
 from phenoprint.embedder.train import train
 from phenoprint.errors import EmbeddingTableError, MetadataError
 from phenoprint.index.build import ExperimentIndex, IndexConfig
@@ -183,6 +183,7 @@ def test_bn_adapted_onboarding_serves_the_same_vectors_it_indexed(tiny: dict[str
         tmp_path / "i",
         IndexConfig(center="center"),
         bn_adapt=True,
+        allow_mismatch=True,  # the reference was exported without adaptation: only the stored statistics matter here
         queries_out=tmp_path / "q.parquet",
         progress=False,
     )
@@ -200,3 +201,58 @@ def test_bn_adapted_onboarding_serves_the_same_vectors_it_indexed(tiny: dict[str
     assert not np.allclose(plain, table.features[5], atol=1e-3)  # the model's own statistics differ
     # the model is left with its own statistics afterwards
     np.testing.assert_allclose(model.embed_batch([WellImages(sites, channel_stats=stats)])[0].well, plain)
+
+
+def test_embedding_settings_come_from_the_reference_record() -> None:
+    record = {"tta": 8, "bn_adapt": True}
+    taken = embedding_settings(record)
+    assert (taken.tta, taken.bn_adapt, taken.from_reference) == (8, True, True)
+    same = embedding_settings(record, tta=8, bn_adapt=True)  # asking for what the record says is fine
+    assert (same.tta, same.bn_adapt) == (8, True)
+    with pytest.raises(EmbeddingTableError, match=r"--tta 1 where the reference used 8 \(pass --tta 8\)"):
+        embedding_settings(record, tta=1)
+    with pytest.raises(
+        EmbeddingTableError, match=r"BN adaptation off where the reference had it on \(pass --bn-adapt\)"
+    ):
+        embedding_settings(record, bn_adapt=False)
+    forced = embedding_settings(record, tta=1, bn_adapt=False, allow_mismatch=True)
+    assert (forced.tta, forced.bn_adapt, forced.from_reference) == (1, False, False)
+    legacy = embedding_settings({})  # a table that records nothing: the old defaults, with a warning
+    assert (legacy.tta, legacy.bn_adapt, legacy.from_reference) == (1, False, False)
+
+
+def test_build_index_embeds_the_batch_as_the_reference_was_embedded(tiny: dict[str, Path], tmp_path: Path) -> None:
+    """The reference records TTA 2 and BN adaptation: onboarding with no options follows it, an option that
+    contradicts it is refused with the flag to pass, and nothing is written."""
+    from phenoprint.cli import main
+
+    model = load_model(tiny["run"], "cpu")
+    source = PngSource(tiny["data"])
+    reference = tmp_path / "adapted.parquet"
+    wells = select_wells(source.metadata, ("HUVEC-01", "RPE-01"))
+    export_embeddings(model, source, reference, wells=wells, tta=2, bn_adapt=True, progress=False)
+    common = ["--model", str(tiny["run"]), "--data", str(tiny["batch"]), "--experiment", TARGET]
+    common += ["--reference", str(reference), "--center", "center", "--workers", "0", "--device", "cpu"]
+    out = tmp_path / "indexes" / TARGET
+    queries = tmp_path / "q.parquet"
+    assert main(["-q", "build-index", *common, "--out", str(out), "--queries-out", str(queries)]) == 0
+    producer = json.loads((out / "manifest.json").read_text())["producer"]
+    assert (producer["tta"], producer["bn_adapt"]) == (2, True)
+    info = read_embeddings(queries).info
+    assert (info["tta"], info["bn_adapt"]) == (2, True)
+
+    refused = tmp_path / "refused" / TARGET
+    assert main(["-q", "build-index", *common, "--out", str(refused), "--tta", "1", "--no-bn-adapt"]) == 2
+    assert not refused.parent.exists() or not any(refused.parent.iterdir())
+
+
+def test_a_refused_mismatch_is_a_one_line_error_naming_the_flags(tiny: dict[str, Path], tmp_path: Path, capsys) -> None:
+    from phenoprint.cli import main
+
+    argv = ["build-index", "--model", str(tiny["run"]), "--data", str(tiny["batch"]), "--experiment", TARGET]
+    argv += ["--reference", str(tiny["reference"]), "--out", str(tmp_path / TARGET), "--device", "cpu"]
+    assert main([*argv, "--tta", "4"]) == 2  # the tiny reference was exported with TTA 1
+    err = capsys.readouterr().err
+    assert "phenoprint build-index: error: the new batch would be embedded differently" in err
+    assert "--tta 4 where the reference used 1 (pass --tta 1)" in err
+    assert not (tmp_path / TARGET).exists()

@@ -366,7 +366,7 @@ def test_refusals(small_table: EmbeddingTable) -> None:
     with pytest.raises(EmbeddingTableError, match="model 'synthetic' but fingerprint 'x'"):
         build_experiment_index(small_table, "HUVEC-01", IndexConfig(), fingerprint="x")
     no_controls = small_table.subset(~small_table.control_mask())
-    with pytest.raises(EmbeddingTableError, match=r"has 0 control wells.*use --reference all"):
+    with pytest.raises(EmbeddingTableError, match=r"has 0 control wells.*use --center-on all"):
         build_experiment_index(no_controls, "HUVEC-01", IndexConfig())
     index = build_experiment_index(no_controls, "HUVEC-01", IndexConfig(reference="all"))
     assert index.manifest["counts"]["controls"] == 0

@@ -65,13 +65,13 @@ def test_evaluate_on_a_foreign_profile_table(profiles_path: Path, capsys: pytest
     assert main(["-q", "evaluate", "--embeddings", str(profiles)]) == 2
     err = capsys.readouterr().err
     assert "phenoprint evaluate: error:" in err
-    assert "--reference all" in err
+    assert "--center-on all" in err
     argv = [
         "-q",
         "evaluate",
         "--embeddings",
         str(profiles),
-        "--reference",
+        "--center-on",
         "all",
         "--center",
         "center",
@@ -83,6 +83,41 @@ def test_evaluate_on_a_foreign_profile_table(profiles_path: Path, capsys: pytest
     assert "3 held-out experiment(s), 48 query wells; centering center on all" in printed
     assert "all knn" in printed
     assert "centroid" not in printed
+
+
+def test_the_old_spelling_of_center_on_still_works_with_a_warning(profiles_path: Path, capsys) -> None:
+    """`evaluate --reference` was the wells the centering is fitted on, `build-index --reference` the reference
+    embeddings: one concept per name now (`--center-on`), the old spelling a deprecated alias."""
+    argv = ["-q", "evaluate", "--embeddings", str(profiles_path), "--center", "center", "--mode", "knn", "--no-map"]
+    assert main([*argv, "--reference", "all"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: --reference is deprecated here; use --center-on" in captured.err
+    assert "centering center on all" in captured.out
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--center-on {controls,all}" in help_text
+    assert "--reference" not in help_text
+
+
+def test_index_info_on_a_folder_of_indexes_lists_them(profiles_path: Path, tmp_path: Path, capsys) -> None:
+    root = tmp_path / "indexes"
+    for experiment in ("batch0", "batch1"):
+        argv = ["-q", "index", "build", "--embeddings", str(profiles_path), "--experiment", experiment]
+        argv += ["--center-on", "all", "--center", "center", "--out", str(root / experiment)]
+        assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["index", "info", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert f"{root}: 2 indexes" in out
+    assert "batch0" in out
+    assert "batch1" in out
+    assert "entries" in out
+    assert main(["index", "info", str(root / "batch0")]) == 0
+    assert json.loads(capsys.readouterr().out)["experiment"] == "batch0"
+    (tmp_path / "empty").mkdir()
+    assert main(["index", "info", str(tmp_path / "empty")]) == 2
+    assert "holds no index directory" in capsys.readouterr().err
 
 
 def test_cli_choices_match_the_library() -> None:

@@ -58,7 +58,7 @@ def test_holdout_subset_and_modes(small_table: EmbeddingTable) -> None:
 
 def test_a_foreign_profile_table_needs_reference_all(profiles_path: Path) -> None:
     table = read_embeddings(profiles_path)
-    with pytest.raises(EmbeddingTableError, match="use --reference all"):
+    with pytest.raises(EmbeddingTableError, match="use --center-on all"):
         evaluate(table, EvalConfig())
     config = EvalConfig(index=IndexConfig(reference="all", center="center_scale"), assign=True)
     r = evaluate(table, config)

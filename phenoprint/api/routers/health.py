@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from phenoprint import __version__
 from phenoprint.api.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from phenoprint.api.schemas import Health, Readiness
 from phenoprint.api.state import Service
@@ -13,9 +14,18 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz", summary="Liveness", response_model=Health)
-async def healthz() -> Health:
-    """200 whenever the process can answer (it loads nothing)."""
-    return Health(status="ok")
+async def healthz(request: Request) -> Health:
+    """200 whenever the process can answer (it loads nothing), with what it runs: the package version, the model's
+    fingerprint and how many indexes are loaded (so a deployment can be told apart without another call)."""
+    service: Service | None = getattr(request.app.state, "service", None)
+    if service is None:
+        return Health(status="ok", version=__version__, model_fingerprint=None, indexes=0)
+    return Health(
+        status="ok",
+        version=__version__,
+        model_fingerprint=service.model.fingerprint,
+        indexes=len(service.registry.snapshot()),
+    )
 
 
 @router.get(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import io
+from typing import Annotated
 
 import anyio.to_thread
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from PIL import Image
 
@@ -13,7 +14,7 @@ from phenoprint.api.deps import SettingsDep
 from phenoprint.api.errors import UPLOAD
 from phenoprint.api.schemas import SiteFiles
 from phenoprint.api.uploads import read_uploads
-from phenoprint.data.rgb import to_rgb
+from phenoprint.data.rgb import Contrast, to_rgb
 
 router = APIRouter(tags=["preview"])
 
@@ -24,13 +25,23 @@ router = APIRouter(tags=["preview"])
     response_class=Response,
     responses={200: {"content": {"image/png": {}}, "description": "an RGB PNG of the site's size"}, **UPLOAD},
 )
-async def preview_site(files: SiteFiles, settings: SettingsDep) -> Response:
+async def preview_site(
+    files: SiteFiles,
+    settings: SettingsDep,
+    contrast: Annotated[
+        Contrast,
+        Query(
+            description="percentile: each channel stretched by the image's own intensities; rxrx1: the fixed "
+            "display ranges Recursion published (they suit HUVEC; brighter cell types come out white)"
+        ),
+    ] = "percentile",
+) -> Response:
     """The six channels painted in the colours Recursion published with RxRx1 and summed (rxrx1-utils)."""
     upload = await read_uploads(files, max_sites=1, max_pixels=settings.max_image_pixels)
 
     def render() -> bytes:
         buffer = io.BytesIO()
-        Image.fromarray(to_rgb(upload.sites[0])).save(buffer, format="PNG")
+        Image.fromarray(to_rgb(upload.sites[0], contrast=contrast)).save(buffer, format="PNG")
         return buffer.getvalue()
 
     png = await anyio.to_thread.run_sync(render)

@@ -58,8 +58,10 @@ async def get_sirna(
     rows = rows.drop_duplicates(["experiment", "plate", "well"]).sort_values(["experiment", "plate", "well"])
     kinds = rows["well_type"].value_counts()
     similar = chosen.index.similar_sirnas(sirna_id, k)
+    names = {k: v for li in holding.values() for k, v in li.sirna_names.items()}
     return SirnaResponse(
         sirna_id=sirna_id,
+        sirna=names.get(sirna_id),
         kind=str(kinds.index[0]),
         locations=[
             SirnaLocation(experiment=r.experiment, plate=int(r.plate), well=r.well, cell_type=r.cell_type)
@@ -68,7 +70,13 @@ async def get_sirna(
         experiments=sorted(holding),
         similar_in=chosen.experiment,
         similar=[
-            SimilarSirna(sirna_id=p.sirna_id, score=p.score, rank=p.rank, kind=chosen.sirna_kinds.get(p.sirna_id, ""))
+            SimilarSirna(
+                sirna_id=p.sirna_id,
+                sirna=chosen.sirna_names.get(p.sirna_id),
+                score=p.score,
+                rank=p.rank,
+                kind=chosen.sirna_kinds.get(p.sirna_id, ""),
+            )
             for p in similar
         ],
     )

@@ -86,9 +86,13 @@ async def classify_well(
 
     result = await anyio.to_thread.run_sync(search)
     done = time.perf_counter()
+    names = loaded.sirna_names
     return ClassifyResponse(
         experiment=form.experiment,
-        predictions=[PredictionOut(sirna_id=p.sirna_id, score=p.score, rank=p.rank) for p in result.predictions(0)],
+        predictions=[
+            PredictionOut(sirna_id=p.sirna_id, sirna=names.get(p.sirna_id), score=p.score, rank=p.rank)
+            for p in result.predictions(0)
+        ],
         unknown=bool(result.unknown[0]),
         best_similarity=float(result.best_similarity[0]),
         mode=mode,
