@@ -67,6 +67,13 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument(
+        "--preprocess-on",
+        choices=("auto", "loader", "device"),
+        default=t.preprocess_on,
+        help="where standardization and augmentation run: in the loader workers, or on the device on uint8 "
+        "batches (auto: the device on CUDA)",
+    )
+    g.add_argument(
         "--checkpoint-every", type=int, default=t.checkpoint_every, help="optimizer steps between checkpoints"
     )
 
@@ -103,6 +110,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         device=args.device,
         amp=not args.no_amp,
         compile=args.compile,
+        preprocess_on=args.preprocess_on,
         checkpoint_every=args.checkpoint_every,
         seed=args.seed,
         max_steps=args.max_steps,
@@ -138,6 +146,13 @@ def _add_embed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="wells per forward pass")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
+    p.add_argument(
+        "--preprocess-on",
+        choices=("auto", "loader", "device"),
+        default="auto",
+        help="where standardization and resizing run: in the loader workers, or on the device on uint8 batches "
+        "(auto: the device on CUDA)",
+    )
 
 
 def _run_embed(args: argparse.Namespace) -> int:
@@ -174,6 +189,7 @@ def _run_embed(args: argparse.Namespace) -> int:
             bn_adapt=args.bn_adapt,
             batch_size=args.batch_size,
             workers=args.workers,
+            preprocess_on=args.preprocess_on,
             rank=ctx.rank,
             world_size=ctx.world_size,
             progress=ctx.is_main,

@@ -13,6 +13,7 @@ HeadName = Literal["arcface", "cosface", "cosine"]
 NormName = Literal["site", "experiment"]
 SamplerName = Literal["random", "experiment", "plate"]
 DeviceName = Literal["auto", "cpu", "cuda"]
+PreprocessName = Literal["auto", "loader", "device"]
 
 #: Classes of the real RxRx1 design: 1,108 treatments + 30 positive controls + 1 untreated.
 RXRX1_NUM_CLASSES = 1139
@@ -70,6 +71,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # NHWC memory format on CUDA (ignored on CPU)
     compile: bool = False  # torch.compile the model
+    preprocess_on: PreprocessName = "auto"  # standardize/augment in the loader or batched on the device (auto: CUDA)
     checkpoint_every: int = 200  # optimizer steps between checkpoints (and one at each epoch end)
     seed: int = 0  # seeds python, numpy and torch; the data order follows from it
     max_steps: int | None = None  # stop after this many optimizer steps (smoke runs); None: run all epochs
@@ -93,6 +95,7 @@ class TrainConfig:
             ("normalization", ("site", "experiment")),
             ("sampler", ("random", "experiment", "plate")),
             ("device", ("auto", "cpu", "cuda")),
+            ("preprocess_on", ("auto", "loader", "device")),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")

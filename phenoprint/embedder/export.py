@@ -78,6 +78,7 @@ def export_embeddings(
     bn_adapt: bool = False,
     batch_size: int = 64,
     workers: int = 0,
+    preprocess_on: str = "auto",
     rank: int = 0,
     world_size: int = 1,
     progress: bool = True,
@@ -109,6 +110,7 @@ def export_embeddings(
         channel_stats=model.channel_stats,
         workers=workers,
         progress=progress,
+        preprocess_on=preprocess_on,
     )
     info = {"tta": tta, "bn_adapt": bn_adapt, "per_site": per_site, "run": os.path.basename(str(model.run_dir))}
     if per_site:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +22,10 @@ from phenoprint.data.source import SiteSource
 from phenoprint.embedder.checkpoint import MODEL_FILE, RUN_FILE, fingerprint, load_weights, read_run
 from phenoprint.embedder.config import TrainConfig
 from phenoprint.embedder.data import ChannelStats, WellDataset, collate_sites, experiment_channel_stats
+from phenoprint.embedder.device_data import InferencePrepare, RawWellDataset, collate_raw_sites, preprocess_on_device
 from phenoprint.embedder.distributed import resolve_device
 from phenoprint.embedder.model import Embedder
+from phenoprint.embedder.prefetch import DevicePrefetcher
 from phenoprint.embedder.transforms import dihedral, resize, standardize_site
 from phenoprint.errors import CheckpointError
 
@@ -236,7 +238,7 @@ def _batchnorms(module: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]
 
 
 def adapt_batchnorm(
-    embedder: nn.Module, loader: DataLoader, device: torch.device, use_cell_type: bool, max_batches: int = 50
+    embedder: nn.Module, loader: Iterable[dict], device: torch.device, use_cell_type: bool, max_batches: int = 50
 ) -> nn.Module:
     """A copy of ``embedder`` whose batch-norm statistics are re-estimated on ``loader``'s images.
 
@@ -271,10 +273,11 @@ def adapt_to_wells(
     channel_stats: ChannelStats | None = None,
     batch_size: int = 64,
     workers: int = 0,
+    preprocess_on: str = "auto",
 ) -> nn.Module:
     """:func:`adapt_batchnorm` on the sites of some wells (one experiment's), read like for embedding."""
     stats = channel_stats if config.normalization == "experiment" else None
-    ds = WellDataset(
+    ds = (RawWellDataset if preprocess_on_device(preprocess_on, device) else WellDataset)(
         source,
         wells,
         image_size=config.image_size,
@@ -282,15 +285,35 @@ def adapt_to_wells(
         channel_stats=stats,
         cell_types=config.model.cell_types,
     )
+    loader = _site_batches(
+        ds, device, batch_size, workers, shuffle=True, generator=torch.Generator().manual_seed(config.seed)
+    )
+    return adapt_batchnorm(embedder, loader, device, config.model.cell_type_context)
+
+
+def _site_batches(
+    ds: WellDataset,
+    device: torch.device,
+    batch_size: int,
+    workers: int,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+) -> Iterable[dict[str, torch.Tensor]]:
+    """Batches of every site of ``ds``'s wells; uint8 ones (a :class:`RawWellDataset`) are finished on the device, one
+    batch ahead of the network."""
+    cuda = device.type == "cuda"
+    raw = isinstance(ds, RawWellDataset)
+    collate = collate_raw_sites if raw else collate_sites
     loader = DataLoader(
         ds,
         batch_size=batch_size,
-        shuffle=True,
+        shuffle=shuffle,
         num_workers=workers,
-        collate_fn=collate_sites,
-        generator=torch.Generator().manual_seed(config.seed),
+        collate_fn=collate,
+        pin_memory=cuda,
+        generator=generator,
     )
-    return adapt_batchnorm(embedder, loader, device, config.model.cell_type_context)
+    return DevicePrefetcher(loader, device, InferencePrepare(ds.image_size, cuda)) if raw else loader
 
 
 def batchnorm_state(module: nn.Module) -> dict[str, np.ndarray]:
@@ -353,6 +376,7 @@ def embed_wells(
     channel_stats: ChannelStats | None = None,
     workers: int = 0,
     progress: bool = True,
+    preprocess_on: str = "auto",
 ) -> WellEmbeddings:
     """Embed wells (both sites averaged; experiment by experiment with ``bn_adapt``).
 
@@ -370,6 +394,8 @@ def embed_wells(
             experiments missing from it are computed from their wells.
         workers: data-loading processes.
         progress: show a progress bar.
+        preprocess_on: where standardization and resizing run: ``device`` (uint8 sites over the bus, batched on
+            the device), ``loader`` (in the workers), ``auto`` (the device on CUDA).
     """
     embedder.eval()
     stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
@@ -391,8 +417,8 @@ def embed_wells(
         sub = wells.iloc[idx]
         model = embedder
         if bn_adapt:
-            model = adapt_to_wells(embedder, source, sub, config, device, stats, batch_size, workers)
-        ds = WellDataset(
+            model = adapt_to_wells(embedder, source, sub, config, device, stats, batch_size, workers, preprocess_on)
+        ds = (RawWellDataset if preprocess_on_device(preprocess_on, device) else WellDataset)(
             source,
             sub,
             image_size=config.image_size,
@@ -400,7 +426,7 @@ def embed_wells(
             channel_stats=stats,
             cell_types=config.model.cell_types,
         )
-        loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_sites)
+        loader = _site_batches(ds, device, batch_size, workers, shuffle=False)
         outs, owners = [], []
         for batch in loader:  # each site is read once; the TTA transforms run on the device
             ct = batch["cell_type"] if use_ct else None

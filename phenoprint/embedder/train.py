@@ -35,8 +35,10 @@ from phenoprint.embedder.checkpoint import (
 )
 from phenoprint.embedder.config import TrainConfig, config_to_dict
 from phenoprint.embedder.data import GroupBatchSampler, WellDataset, collate_train, experiment_channel_stats, well_table
+from phenoprint.embedder.device_data import RawWellDataset, TrainPrepare, collate_raw_train, preprocess_on_device
 from phenoprint.embedder.distributed import DistContext, init_distributed, shutdown_distributed
 from phenoprint.embedder.model import TrainingModel
+from phenoprint.embedder.prefetch import DevicePrefetcher
 from phenoprint.embedder.report import MODEL_CARD, VALIDATION_METHOD, write_run_report
 from phenoprint.errors import CheckpointError, UnknownExperimentError
 
@@ -54,7 +56,7 @@ DEMO_RECIPE = (
 )
 #: Config fields that may differ on --resume (they change where and how fast, not what is computed).
 RESUMABLE_CHANGES = frozenset(
-    {"workers", "device", "checkpoint_every", "max_steps", "data_root", "pack", "compile", "val_every"}
+    {"workers", "device", "checkpoint_every", "max_steps", "data_root", "pack", "compile", "val_every", "preprocess_on"}
 )
 
 
@@ -239,7 +241,8 @@ def _train(
     stats = (
         experiment_channel_stats(source, train_w, seed=config.seed) if config.normalization == "experiment" else None
     )
-    dataset = WellDataset(
+    on_device = preprocess_on_device(config.preprocess_on, device)  # uint8 over the bus, float work batched there
+    dataset = (RawWellDataset if on_device else WellDataset)(
         source,
         train_w,
         image_size=config.image_size,
@@ -266,14 +269,16 @@ def _train(
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
-    loader = DataLoader(
+    loader: Any = DataLoader(
         dataset,
         batch_sampler=sampler,
         num_workers=config.workers,
-        collate_fn=collate_train,
+        collate_fn=collate_raw_train if on_device else collate_train,
         pin_memory=cuda,
         persistent_workers=config.workers > 0,  # no worker restart at every epoch boundary
     )
+    if on_device:  # the next batch's copy and augmentation run one batch ahead of the compute
+        loader = DevicePrefetcher(loader, device, TrainPrepare(config.image_size, cuda and config.channels_last))
 
     model = TrainingModel(config.model).to(device)
     if cuda and config.channels_last:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -74,6 +76,47 @@ def resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return out if x.ndim == 4 else out.squeeze(0)
 
 
+@dataclass(frozen=True)
+class AugmentDraw:
+    """The random choices of one :func:`augment` call, drawn by :func:`draw_augment`.
+
+    Drawn once per sample, wherever the pixels are then transformed: in the loader (:func:`augment`) or on the
+    device, batched (``phenoprint.embedder.device_augment``); the same draws give the same tensors.
+    """
+
+    top: int  # first row of the square crop
+    left: int  # first column of the crop
+    side: int  # side of the crop in input pixels
+    dihedral: int  # dihedral transform index, 0-7 (see :func:`dihedral`)
+    gain: np.ndarray  # (C,) per-channel multiplicative jitter, in 1 ± jitter
+    bias: np.ndarray  # (C,) per-channel additive jitter, in ± jitter
+
+
+def draw_augment(
+    rng: np.random.Generator,
+    shape: tuple[int, int, int],
+    crop_scale: tuple[float, float] = (0.6, 1.0),
+    jitter: float = 0.1,
+) -> AugmentDraw:
+    """Draw the random choices of :func:`augment` for a (C, H, W) site, in its fixed order.
+
+    Raises:
+        ValueError: ``crop_scale`` outside 0 < low <= high <= 1.
+    """
+    c, h, w = shape
+    lo, hi = crop_scale
+    if not 0.0 < lo <= hi <= 1.0:
+        raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {crop_scale}")
+    side = round(float(np.sqrt(rng.uniform(lo, hi) * h * w)))
+    side = max(1, min(side, h, w))
+    top = int(rng.integers(0, h - side + 1))
+    left = int(rng.integers(0, w - side + 1))
+    k = int(rng.integers(8))
+    gain = rng.uniform(1.0 - jitter, 1.0 + jitter, size=c)
+    bias = rng.uniform(-jitter, jitter, size=c)
+    return AugmentDraw(top, left, side, k, gain, bias)
+
+
 def augment(
     x: torch.Tensor,
     rng: np.random.Generator,
@@ -86,20 +129,13 @@ def augment(
 
     Args:
         x: a standardized (C, H, W) float site.
-        rng: the generator every random choice is drawn from.
+        rng: the generator every random choice is drawn from (through :func:`draw_augment`).
         size: output side in pixels.
     """
-    _, h, w = x.shape
-    lo, hi = crop_scale
-    if not 0.0 < lo <= hi <= 1.0:
-        raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {crop_scale}")
-    side = round(float(np.sqrt(rng.uniform(lo, hi) * h * w)))
-    side = max(1, min(side, h, w))
-    top = int(rng.integers(0, h - side + 1))
-    left = int(rng.integers(0, w - side + 1))
-    x = TF.resized_crop(x, top, left, side, side, [size, size], antialias=True)
-    x = dihedral(x, int(rng.integers(8)))
+    d = draw_augment(rng, tuple(x.shape), crop_scale, jitter)  # type: ignore[arg-type]
+    x = TF.resized_crop(x, d.top, d.left, d.side, d.side, [size, size], antialias=True)
+    x = dihedral(x, d.dihedral)
     c = x.shape[0]
-    gain = torch.as_tensor(rng.uniform(1.0 - jitter, 1.0 + jitter, size=c), dtype=x.dtype).view(c, 1, 1)
-    bias = torch.as_tensor(rng.uniform(-jitter, jitter, size=c), dtype=x.dtype).view(c, 1, 1)
+    gain = torch.as_tensor(d.gain, dtype=x.dtype).view(c, 1, 1)
+    bias = torch.as_tensor(d.bias, dtype=x.dtype).view(c, 1, 1)
     return x * gain + bias

@@ -74,7 +74,8 @@ def test_an_index_with_an_impossible_tta_is_refused_not_served(artifacts: Artifa
 
 @pytest.fixture(scope="module")
 def adapted_index(artifacts: Artifacts, tmp_path_factory) -> Path:
-    """An index onboarded with batch-norm adaptation: its producer.npz holds the experiment's BN statistics."""
+    """An index onboarded with batch-norm adaptation: its producer.npz holds the experiment's BN statistics (the
+    reference was embedded without it: ``allow_mismatch``, since onboarding keeps a batch in step by default)."""
     out = tmp_path_factory.mktemp("bn-adapted") / TARGET
     return onboard(
         artifacts.run,
