@@ -55,12 +55,27 @@ class CosineHead(nn.Module):
         """
         cos = self.cosine(embeddings)
         if labels is not None:
-            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= cos.shape[1]):
-                raise ValueError(
-                    f"labels must lie in [0, {cos.shape[1]}), got range [{int(labels.min())}, {int(labels.max())}]"
-                )
+            _check_labels(labels, cos.shape[1])
             rows = torch.arange(cos.shape[0], device=cos.device)
             target = self.target_logit(cos[rows, labels])
             cos = cos.clone()
             cos[rows, labels] = target
         return cos * self.scale
+
+
+def _check_labels(labels: torch.Tensor, num_classes: int) -> None:
+    """Refuse labels outside ``[0, num_classes)``.
+
+    On the CPU the check reads the range and raises a ValueError that names it. On an accelerator reading it
+    back would make the host wait for the device in the middle of every training step (and break the graph
+    under ``torch.compile``), so there the check is queued on the device (``torch._assert_async``) and fails
+    at the next synchronisation instead.
+    """
+    if not labels.numel():
+        return
+    if labels.device.type == "cpu":
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= num_classes:
+            raise ValueError(f"labels must lie in [0, {num_classes}), got range [{low}, {high}]")
+        return
+    torch._assert_async(((labels >= 0) & (labels < num_classes)).all(), "labels must lie in [0, num_classes)")

@@ -108,3 +108,20 @@ def test_build_head_by_name() -> None:
         build_head("sphereface", 4, 3, 0.2, 30.0)
     with pytest.raises(ValueError, match="margin_rad"):
         ArcFace(4, 3, margin_rad=2.0)
+
+
+def test_the_label_check_reads_nothing_back_from_an_accelerator(monkeypatch) -> None:
+    """On a device the range check is queued (``torch._assert_async``), not read back: a read would make the host
+    wait for the device in every training step. A meta tensor stands in for a device one (it has no values to read:
+    ``int()`` of it raises)."""
+    from phenoprint.embedder.heads.base import _check_labels
+
+    queued: list[tuple[torch.Tensor, str]] = []
+    monkeypatch.setattr(torch, "_assert_async", lambda cond, msg: queued.append((cond, msg)))
+    labels = torch.empty(8, dtype=torch.long, device="meta")
+    _check_labels(labels, 5)
+    assert len(queued) == 1
+    assert queued[0][0].device.type == "meta" and queued[0][0].dtype == torch.bool
+    assert "labels must lie in [0, num_classes)" in queued[0][1]
+    with pytest.raises(ValueError, match=r"got range \[0, 5\]"):
+        _check_labels(torch.tensor([0, 5]), 5)  # the CPU path still names the range
