@@ -282,7 +282,7 @@ def _table_of(path: Path, fingerprint: str, tta: int | None = None, bn_adapt: bo
         return False
     import pyarrow.parquet as pq
 
-    from phenoprint.index.table import PARQUET_META_KEY
+    from phenoprint.data.table import PARQUET_META_KEY
 
     meta = pq.read_schema(path).metadata or {}
     info = json.loads(meta.get(PARQUET_META_KEY, b"{}"))
@@ -355,7 +355,7 @@ def onboard(config: DemoConfig, run: Path, root: Path, reference: Path, holdout:
 def labelled_table(root: Path, tables: list[Path]):
     """Concatenate embedding tables and restore every well's true label from the full metadata (for scoring)."""
     from phenoprint.data.layout import read_metadata, wells_of
-    from phenoprint.index.table import EmbeddingTable, read_embeddings
+    from phenoprint.data.table import EmbeddingTable, read_embeddings
 
     parts = [read_embeddings(p) for p in tables]
     meta = pd.concat([p.meta for p in parts], ignore_index=True)
@@ -590,9 +590,9 @@ def projection_panels(config: DemoConfig, root: Path, pack: Path, adapted_tables
     """The demo's stages of the same wells, for the projection figures: the pixels' intensity profiles, the plain
     embeddings (no adaptation), the adapted embeddings (per-experiment batch-norm statistics, TTA) before centering,
     and after the centering the indexes use. Returns the panels and the wells' table (true labels restored)."""
+    from phenoprint.data.table import WELL_KEY
     from phenoprint.index.build import IndexConfig, center_table, fit_table_centering
     from phenoprint.index.plots import Panel
-    from phenoprint.index.table import WELL_KEY
 
     adapted = labelled_table(root, adapted_tables)
     raw = labelled_table(root, [plain])

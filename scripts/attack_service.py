@@ -1053,11 +1053,11 @@ def run_kills(fixture: Fixture, work: Path, kills: int, seed: int) -> dict[str, 
 
 def kill_jobs(fixture: Fixture, work: Path) -> list[Job]:
     from phenoprint.data.pack import PackSource
+    from phenoprint.data.table import read_embeddings
     from phenoprint.embedder.checkpoint import fingerprint
     from phenoprint.embedder.inference import load_model
     from phenoprint.errors import PhenoprintError
     from phenoprint.index.build import ExperimentIndex
-    from phenoprint.index.table import read_embeddings
 
     model = load_model(fixture.run, "cpu")
     py = sys.executable

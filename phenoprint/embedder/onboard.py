@@ -13,12 +13,12 @@ from torch import nn
 
 from phenoprint.data.layout import site_status
 from phenoprint.data.source import PngSource, SiteSource
+from phenoprint.data.table import EmbeddingTable, read_embeddings, write_embeddings
 from phenoprint.embedder.data import experiment_channel_stats
 from phenoprint.embedder.export import select_wells, wells_to_table
 from phenoprint.embedder.inference import LoadedModel, adapt_to_wells, batchnorm_state, embed_wells
 from phenoprint.errors import EmbeddingTableError, MetadataError
 from phenoprint.index.build import IndexConfig, build_experiment_index
-from phenoprint.index.table import EmbeddingTable, read_embeddings, write_embeddings
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,7 @@
 """Batch centering, per-experiment FAISS indexes, siRNA classification, plate assignment and evaluation.
 
+The embedding table these work on lives in :mod:`phenoprint.data.table` (re-exported here).
+
 Names are imported lazily (PEP 562), so that ``import phenoprint.index`` (done by the command line to list its
 verbs) stays cheap and does not load faiss. The functions named like their modules (``classify``, ``evaluate``,
 ``plots``) are imported from those modules: ``from phenoprint.index.classify import classify``.
@@ -11,6 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from phenoprint.data.table import EmbeddingTable, feature_names, read_embeddings, write_embeddings
     from phenoprint.index.assign import Assignment, assign_experiment, assign_plate
     from phenoprint.index.build import ExperimentIndex, IndexConfig, build_experiment_index
     from phenoprint.index.centering import (
@@ -23,7 +26,6 @@ if TYPE_CHECKING:
     from phenoprint.index.evaluate import EvalConfig, EvalReport
     from phenoprint.index.faiss_backend import Neighbors
     from phenoprint.index.openset import OpenSetThreshold
-    from phenoprint.index.table import EmbeddingTable, feature_names, read_embeddings, write_embeddings
 
 _WHERE = {
     "Assignment": "assign",
@@ -44,10 +46,10 @@ _WHERE = {
     "EvalReport": "evaluate",
     "Neighbors": "faiss_backend",
     "OpenSetThreshold": "openset",
-    "EmbeddingTable": "table",
-    "feature_names": "table",
-    "read_embeddings": "table",
-    "write_embeddings": "table",
+    "EmbeddingTable": "phenoprint.data.table",
+    "feature_names": "phenoprint.data.table",
+    "read_embeddings": "phenoprint.data.table",
+    "write_embeddings": "phenoprint.data.table",
 }
 
 __all__ = [
@@ -80,4 +82,4 @@ def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    return getattr(importlib.import_module(module if "." in module else f"{__name__}.{module}"), name)

@@ -19,6 +19,7 @@ import pandas as pd
 
 from phenoprint import __version__
 from phenoprint.data.plate import PlateGroups, infer_plate_groups
+from phenoprint.data.table import EmbeddingTable
 from phenoprint.errors import EmbeddingTableError, IndexFormatError, MetadataError, UnknownExperimentError
 from phenoprint.index import faiss_backend
 from phenoprint.index.artifact import MANIFEST_NAME, read_json, write_artifact_dir, write_json
@@ -42,7 +43,6 @@ from phenoprint.index.openset import (
     calibrate_open_set,
     cross_batch_centroid_similarity,
 )
-from phenoprint.index.table import EmbeddingTable
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from phenoprint.data.table import EmbeddingTable
 from phenoprint.errors import EmbeddingTableError, UnknownExperimentError
 from phenoprint.index.assign import assign_experiment
 from phenoprint.index.build import (
@@ -24,7 +25,6 @@ from phenoprint.index.build import (
 from phenoprint.index.centering import l2_normalize
 from phenoprint.index.classify import MODES, classify, sirna_scores
 from phenoprint.index.metrics import mean_average_precision, replicate_average_precision, silhouette
-from phenoprint.index.table import EmbeddingTable
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from phenoprint.data.table import EmbeddingTable
 from phenoprint.index.build import IndexConfig, center_table, fit_table_centering
 from phenoprint.index.centering import l2_normalize
 from phenoprint.index.metrics import silhouette
-from phenoprint.index.table import EmbeddingTable
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

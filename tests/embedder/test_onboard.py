@@ -11,6 +11,7 @@ import pytest
 
 from phenoprint.data.source import PngSource
 from phenoprint.data.synth import preset_config, synthesize
+from phenoprint.data.table import read_embeddings
 from phenoprint.embedder.config import ModelConfig, TrainConfig
 from phenoprint.embedder.export import export_embeddings, select_wells
 from phenoprint.embedder.inference import load_model
@@ -18,7 +19,6 @@ from phenoprint.embedder.onboard import channel_stats_from_manifest, embedding_s
 from phenoprint.embedder.train import train
 from phenoprint.errors import EmbeddingTableError, MetadataError
 from phenoprint.index.build import ExperimentIndex, IndexConfig
-from phenoprint.index.table import read_embeddings
 
 PROJECT = Path(__file__).resolve().parents[2]
 TARGET = "HUVEC-02"

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from phenoprint.data.table import EmbeddingTable
 from phenoprint.errors import EmbeddingTableError, IndexFormatError, UnknownExperimentError
 from phenoprint.index import build as build_module
 from phenoprint.index.build import ExperimentIndex, IndexConfig, build_experiment_index
 from phenoprint.index.centering import apply_centering, fit_centering, load_centering, save_centering
-from phenoprint.index.table import EmbeddingTable
 from tests.index.conftest import rehash_manifest
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from phenoprint.data.table import EmbeddingTable
 from phenoprint.index.build import ExperimentIndex, IndexConfig, build_experiment_index
 from phenoprint.index.classify import Prediction, _vote, classify, sirna_scores
-from phenoprint.index.table import EmbeddingTable
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from phenoprint.cli import main
+from phenoprint.data.table import EmbeddingTable, write_embeddings
 from phenoprint.index.build import ExperimentIndex
-from phenoprint.index.table import EmbeddingTable, write_embeddings
 
 
 @pytest.fixture(scope="module")
