@@ -24,10 +24,11 @@ import numpy as np
 import pandas as pd
 
 from phenoprint.atomic import atomic_path, write_json_atomic
+from phenoprint.index.centering import CenterMethod
 
 log = logging.getLogger(__name__)
 
-CENTERINGS = ("none", "center", "tvn")
+CENTERINGS: tuple[CenterMethod, ...] = ("none", "center", "tvn")
 COMPLETE = ".complete"  # marks a folder whose files were all written
 
 
@@ -50,7 +51,7 @@ class DemoConfig:
     normalization: str = "experiment"  # input standardization: per experiment (keeps intensity phenotypes)
     bn_adapt: bool = True  # per-experiment batch-norm statistics at embedding time
     tta: int = 8  # dihedral transforms averaged at embedding time (exports, onboarding, the service)
-    onboard_center: str = "tvn"  # centering of the indexes the service uses
+    onboard_center: CenterMethod = "tvn"  # centering of the indexes the service uses
     workers: int = 2  # processes for data generation and loading
     serve: bool = True  # keep serving the API after the demo query, until Ctrl-C
     port: int = 8000  # API port; a free one when it is taken (0: always a free one)
@@ -249,7 +250,7 @@ def export_reference(config: DemoConfig, run: Path, root: Path, pack: Path, hold
 def _index_of(path: Path, fingerprint: str) -> bool:
     """Whether ``path`` holds a complete, intact index of this model's embeddings in this phenoprint's format."""
     from phenoprint.errors import IndexFormatError
-    from phenoprint.index.build import ExperimentIndex
+    from phenoprint.index.experiment import ExperimentIndex
 
     if not (path / "manifest.json").is_file():
         return False
@@ -385,10 +386,10 @@ class Evaluation:
 def evaluate_all(config: DemoConfig, table, oracle_table, holdout: tuple[str, ...], plain_table=None) -> Evaluation:
     """Top-1 / top-5 of the held-out treatment wells for each centering, with and without plate assignment, for the
     adapted embeddings of both data roots and (when given) the plain embeddings of the batch-effects root."""
-    from phenoprint.index.build import IndexConfig
+    from phenoprint.index.config import IndexConfig
     from phenoprint.index.evaluate import EvalConfig, evaluate
 
-    runs: list[tuple[str, str, Any, tuple[str, ...]]] = [("batch effects", "adapted", table, CENTERINGS)]
+    runs: list[tuple[str, str, Any, tuple[CenterMethod, ...]]] = [("batch effects", "adapted", table, CENTERINGS)]
     if plain_table is not None:
         runs.append(("batch effects", "plain", plain_table, ("none", config.onboard_center)))
     runs.append(("oracle twin", "adapted", oracle_table, CENTERINGS))
@@ -591,8 +592,9 @@ def projection_panels(config: DemoConfig, root: Path, pack: Path, adapted_tables
     embeddings (no adaptation), the adapted embeddings (per-experiment batch-norm statistics, TTA) before centering,
     and after the centering the indexes use. Returns the panels and the wells' table (true labels restored)."""
     from phenoprint.data.table import WELL_KEY
-    from phenoprint.index.build import IndexConfig, center_table, fit_table_centering
+    from phenoprint.index.config import IndexConfig
     from phenoprint.index.plots import Panel
+    from phenoprint.index.table_centering import center_table, fit_table_centering
 
     adapted = labelled_table(root, adapted_tables)
     raw = labelled_table(root, [plain])

@@ -107,7 +107,7 @@ def build_fixture(work: Path, seed: int, image_size: int, model_size: int) -> Fi
     from phenoprint.embedder.export import export_embeddings, select_wells
     from phenoprint.embedder.inference import load_model
     from phenoprint.embedder.onboard import onboard_experiment
-    from phenoprint.index.build import IndexConfig
+    from phenoprint.index.config import IndexConfig
 
     data = work / "data"
     synthesize(preset_config("tiny", seed=seed, image_size=image_size), data, workers=2, progress=False)  # resumable
@@ -1057,7 +1057,7 @@ def kill_jobs(fixture: Fixture, work: Path) -> list[Job]:
     from phenoprint.embedder.checkpoint import fingerprint
     from phenoprint.embedder.inference import load_model
     from phenoprint.errors import PhenoprintError
-    from phenoprint.index.build import ExperimentIndex
+    from phenoprint.index.experiment import ExperimentIndex
 
     model = load_model(fixture.run, "cpu")
     py = sys.executable

@@ -85,7 +85,7 @@ def build_fixture(
     from phenoprint.embedder.inference import load_model
     from phenoprint.embedder.onboard import onboard_experiment
     from phenoprint.embedder.train import train
-    from phenoprint.index.build import IndexConfig
+    from phenoprint.index.config import IndexConfig
 
     data = work / "data"
     synthesize(preset_config("tiny", seed=seed, image_size=image_size), data, workers=1, progress=False)
@@ -158,8 +158,8 @@ def in_process_classifier(run: Path, index_dir: Path) -> Callable[[Query], None]
     from phenoprint.api.uploads import UploadedFile, read_well
     from phenoprint.embedder.inference import WellImages, load_model
     from phenoprint.embedder.onboard import bn_state_from_index, channel_stats_from_manifest
-    from phenoprint.index.build import ExperimentIndex
     from phenoprint.index.classify import classify
+    from phenoprint.index.experiment import ExperimentIndex
 
     model = load_model(run, "cpu")
     index = ExperimentIndex.load(index_dir, model.fingerprint, model.embedding_dim)

@@ -33,7 +33,7 @@ CENTERINGS = ("none", "center", "center_scale", "tvn")
 
 def evaluate_table(table, holdout: tuple[str, ...]) -> dict[str, dict[str, float]]:
     """kNN and centroid top-1 of the held-out treatment wells for every centering."""
-    from phenoprint.index.build import IndexConfig
+    from phenoprint.index.config import IndexConfig
     from phenoprint.index.evaluate import EvalConfig, evaluate
 
     out = {}

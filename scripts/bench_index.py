@@ -29,10 +29,12 @@ from phenoprint.atomic import write_json_atomic
 from phenoprint.cli import ArgumentParser
 from phenoprint.data.table import EmbeddingTable
 from phenoprint.index import faiss_backend
-from phenoprint.index.build import ExperimentIndex, IndexConfig, build_experiment_index
+from phenoprint.index.build import build_experiment_index
 from phenoprint.index.centering import CENTER_METHODS
 from phenoprint.index.classify import classify
+from phenoprint.index.config import IndexConfig
 from phenoprint.index.evaluate import EvalConfig, evaluate
+from phenoprint.index.experiment import ExperimentIndex
 from phenoprint.index.simulate import VectorDesign, simulate_table
 
 log = logging.getLogger("bench_index")

@@ -17,7 +17,7 @@ import numpy as np
 from phenoprint.embedder.onboard import bn_state_from_index, channel_stats_from_manifest
 from phenoprint.errors import IndexFormatError, UnknownExperimentError
 from phenoprint.index.artifact import MANIFEST_NAME
-from phenoprint.index.build import ExperimentIndex
+from phenoprint.index.experiment import ExperimentIndex
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from phenoprint.api.registry import IndexRegistry, LoadedIndex, ReloadReport
 from phenoprint.api.settings import Settings
 from phenoprint.embedder.inference import LoadedModel, WellImages, WellVectors, batchnorm_state, load_model
 from phenoprint.errors import CheckpointError, IndexFormatError
-from phenoprint.index.build import PRODUCER_ARRAYS_FILE
 from phenoprint.index.folders import inspect_index_folder
+from phenoprint.index.storage import PRODUCER_ARRAYS_FILE
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from phenoprint.embedder.data import experiment_channel_stats
 from phenoprint.embedder.export import select_wells, wells_to_table
 from phenoprint.embedder.inference import LoadedModel, adapt_to_wells, batchnorm_state, embed_wells
 from phenoprint.errors import EmbeddingTableError, MetadataError
-from phenoprint.index.build import IndexConfig, build_experiment_index
+from phenoprint.index.build import build_experiment_index
+from phenoprint.index.config import IndexConfig
 
 log = logging.getLogger(__name__)
 

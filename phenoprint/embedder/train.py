@@ -433,7 +433,7 @@ def _validate(
     if ctx.is_main:
         from phenoprint.embedder.export import wells_to_table
         from phenoprint.embedder.inference import embed_wells
-        from phenoprint.index.build import IndexConfig
+        from phenoprint.index.config import IndexConfig
         from phenoprint.index.evaluate import EvalConfig, evaluate
 
         ref = _reference_wells(train_w, val_w)

@@ -15,15 +15,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from phenoprint.data.table import EmbeddingTable, feature_names, read_embeddings, write_embeddings
     from phenoprint.index.assign import Assignment, assign_experiment, assign_plate
-    from phenoprint.index.build import ExperimentIndex, IndexConfig, build_experiment_index
+    from phenoprint.index.build import build_experiment_index
     from phenoprint.index.centering import (
         CenteringStats,
         apply_centering,
         center_on_controls,
         fit_centering,
     )
-    from phenoprint.index.classify import Classification, Prediction, SirnaScores, sirna_scores
+    from phenoprint.index.classify import Classification, Prediction, SirnaScores, similar_sirnas, sirna_scores
+    from phenoprint.index.config import IndexConfig
     from phenoprint.index.evaluate import EvalConfig, EvalReport
+    from phenoprint.index.experiment import ExperimentIndex
     from phenoprint.index.faiss_backend import Neighbors
     from phenoprint.index.openset import OpenSetThreshold
 
@@ -31,8 +33,8 @@ _WHERE = {
     "Assignment": "assign",
     "assign_experiment": "assign",
     "assign_plate": "assign",
-    "ExperimentIndex": "build",
-    "IndexConfig": "build",
+    "ExperimentIndex": "experiment",
+    "IndexConfig": "config",
     "build_experiment_index": "build",
     "CenteringStats": "centering",
     "apply_centering": "centering",
@@ -41,6 +43,7 @@ _WHERE = {
     "Classification": "classify",
     "Prediction": "classify",
     "SirnaScores": "classify",
+    "similar_sirnas": "classify",
     "sirna_scores": "classify",
     "EvalConfig": "evaluate",
     "EvalReport": "evaluate",
@@ -73,6 +76,7 @@ __all__ = [
     "feature_names",
     "fit_centering",
     "read_embeddings",
+    "similar_sirnas",
     "sirna_scores",
     "write_embeddings",
 ]

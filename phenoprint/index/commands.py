@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from phenoprint.cli import Command
 
 if TYPE_CHECKING:
-    from phenoprint.index.build import IndexConfig
+    from phenoprint.index.config import IndexConfig
 
 # Choices are spelled out here (not imported) so that building the parser never imports faiss.
 _CENTER = ("none", "center", "center_scale", "tvn")
@@ -96,7 +96,7 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
 
 def index_config_from_args(args: argparse.Namespace, build: bool = False) -> IndexConfig:
     """The IndexConfig the options of :func:`add_centering_options` (and :func:`add_build_options`) ask for."""
-    from phenoprint.index.build import IndexConfig
+    from phenoprint.index.config import IndexConfig
 
     more: dict[str, object] = {}
     if build:

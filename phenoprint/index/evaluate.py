@@ -13,18 +13,13 @@ import pandas as pd
 from phenoprint.data.table import EmbeddingTable
 from phenoprint.errors import EmbeddingTableError, UnknownExperimentError
 from phenoprint.index.assign import assign_experiment
-from phenoprint.index.build import (
-    IndexConfig,
-    assemble_index,
-    center_table,
-    entry_mask,
-    fit_table_centering,
-    learn_plate_groups,
-    scope_mask,
-)
+from phenoprint.index.build import assemble_index, entry_mask, scope_mask
 from phenoprint.index.centering import l2_normalize
 from phenoprint.index.classify import MODES, classify, sirna_scores
+from phenoprint.index.config import IndexConfig
 from phenoprint.index.metrics import mean_average_precision, replicate_average_precision, silhouette
+from phenoprint.index.plate_groups import learn_plate_groups
+from phenoprint.index.table_centering import center_table, fit_table_centering
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from schemathesis.checks import positive_data_acceptance
 
 from phenoprint.api.app import app_settings, create_app
 from phenoprint.api.settings import Settings, get_settings
-from phenoprint.index.build import ExperimentIndex
+from phenoprint.index.experiment import ExperimentIndex
 from tests.api.conftest import PER_PLATE, TARGET, Artifacts, b02_parts
 
 

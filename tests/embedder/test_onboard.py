@@ -18,7 +18,8 @@ from phenoprint.embedder.inference import load_model
 from phenoprint.embedder.onboard import channel_stats_from_manifest, embedding_settings, onboard_experiment
 from phenoprint.embedder.train import train
 from phenoprint.errors import EmbeddingTableError, MetadataError
-from phenoprint.index.build import ExperimentIndex, IndexConfig
+from phenoprint.index.config import IndexConfig
+from phenoprint.index.experiment import ExperimentIndex
 
 PROJECT = Path(__file__).resolve().parents[2]
 TARGET = "HUVEC-02"

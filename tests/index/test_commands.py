@@ -9,7 +9,7 @@ import pytest
 
 from phenoprint.cli import main
 from phenoprint.data.table import EmbeddingTable, write_embeddings
-from phenoprint.index.build import ExperimentIndex
+from phenoprint.index.experiment import ExperimentIndex
 
 
 @pytest.fixture(scope="module")
@@ -123,9 +123,9 @@ def test_index_info_on_a_folder_of_indexes_lists_them(profiles_path: Path, tmp_p
 def test_cli_choices_match_the_library() -> None:
     """The parser spells its choices out (to stay free of faiss); they must not drift from the library's."""
     from phenoprint.index import commands
-    from phenoprint.index.build import CALIBRATION_SOURCES, SCOPES
     from phenoprint.index.centering import CENTER_METHODS, DEFAULT_RIDGE, REFERENCES
     from phenoprint.index.classify import MODES
+    from phenoprint.index.config import CALIBRATION_SOURCES, SCOPES
     from phenoprint.index.faiss_backend import INDEX_KINDS
 
     assert commands._CENTER == CENTER_METHODS

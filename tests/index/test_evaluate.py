@@ -10,7 +10,7 @@ import pytest
 
 from phenoprint.data.table import EmbeddingTable, read_embeddings
 from phenoprint.errors import EmbeddingTableError, UnknownExperimentError
-from phenoprint.index.build import IndexConfig
+from phenoprint.index.config import IndexConfig
 from phenoprint.index.evaluate import EvalConfig, evaluate
 from tests.index.conftest import PROFILE_LABELS
 

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from phenoprint.data.table import EmbeddingTable
-from phenoprint.index.build import IndexConfig, build_experiment_index
+from phenoprint.index.build import build_experiment_index
 from phenoprint.index.classify import classify
+from phenoprint.index.config import IndexConfig
 from phenoprint.index.openset import (
     OpenSetThreshold,
     calibrate_open_set,
