@@ -14,7 +14,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from phenoprint.embedder.onboard import bn_state_from_index, channel_stats_from_manifest
+from phenoprint.embedder.record import EmbedderRecord
 from phenoprint.errors import IndexFormatError, UnknownExperimentError
 from phenoprint.index.artifact import MANIFEST_NAME
 from phenoprint.index.experiment import ExperimentIndex
@@ -39,30 +39,18 @@ class LoadedIndex:
         path: its directory.
         stamp: the version of the directory that was read (see :data:`Stamp`).
         loaded_at: when it was read (Unix time).
-        channel_stats: the experiment's per-channel input (mean, std) recorded by onboarding, if any.
+        record: how onboarding embedded the experiment's wells (TTA, BN adaptation, input statistics, BN arrays).
     """
 
     index: ExperimentIndex
     path: Path
     stamp: Stamp
     loaded_at: float
-    channel_stats: tuple[np.ndarray, np.ndarray] | None = None
+    record: EmbedderRecord = field(default_factory=EmbedderRecord)
 
     @property
     def experiment(self) -> str:
         return self.index.experiment
-
-    @cached_property
-    def bn_state(self) -> dict[str, np.ndarray] | None:
-        """The experiment's adapted batch-norm statistics stored by onboarding (None: built without adaptation)."""
-        return bn_state_from_index(self.index.producer_arrays)
-
-    @property
-    def tta(self) -> object:
-        """The dihedral transforms the index's own wells were embedded with, as its manifest says (1 when it does
-        not say; the service checks the value when it loads the index)."""
-        producer = self.index.manifest.get("producer") or {}
-        return producer.get("tta", 1)
 
     @cached_property
     def sirna_names(self) -> Mapping[int, str]:
@@ -276,8 +264,9 @@ class IndexRegistry:
                 f"experiment (scripts/build_index.py --out {path.parent}/{index.experiment})"
             )
         _warm_up(index)
-        loaded = LoadedIndex(index, path, stamp, time.time(), channel_stats_from_manifest(index.manifest))
-        _ = loaded.sirna_kinds, loaded.bn_state  # computed here, not in a request
+        record = EmbedderRecord.read(index.manifest.get("producer"), index.producer_arrays)
+        loaded = LoadedIndex(index, path, stamp, time.time(), record)
+        _ = loaded.sirna_kinds  # computed here, not in a request
         if self._check is not None:
             self._check(loaded)
         return loaded

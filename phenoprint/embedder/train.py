@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from phenoprint.atomic import write_json_atomic
 from phenoprint.data.layout import site_status
 from phenoprint.data.source import PngSource, SiteSource
+from phenoprint.data.table import EmbeddingTable
 from phenoprint.embedder.checkpoint import (
     CONFIG_FILE,
     RUN_FILE,
@@ -41,6 +42,9 @@ from phenoprint.embedder.report import MODEL_CARD, VALIDATION_METHOD, write_run_
 from phenoprint.errors import CheckpointError, UnknownExperimentError
 
 log = logging.getLogger(__name__)
+
+#: Scores held-out wells: (their embeddings and the reference wells', the held-out experiments) -> a figure in [0, 1].
+Validator = Callable[[EmbeddingTable, tuple[str, ...]], float]
 
 METRICS_FILE = "metrics.jsonl"
 #: Validation embeds the held-out wells and the training wells of at most this many experiments per cell
@@ -86,7 +90,9 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: floa
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def split_wells(metadata: pd.DataFrame, holdout: tuple[str, ...], require_images_in: SiteSource | None = None):
+def split_wells(
+    metadata: pd.DataFrame, holdout: tuple[str, ...], require_images_in: SiteSource | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Labelled wells for training and for validation (the held-out experiments).
 
     Raises:
@@ -179,6 +185,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     on_step: Callable[[int, float], None] | None = None,
+    validate: Validator | None = None,
 ) -> TrainResult:
     """Train an embedder on the labelled wells of ``source`` and write a run directory.
 
@@ -193,6 +200,9 @@ def train(
         resume: continue from the latest checkpoint in ``run_dir``.
         progress: show a progress bar.
         on_step: called after every optimizer step with (step, loss).
+        validate: scores the held-out experiments' embeddings (table of them and the reference wells, holdout) at
+            the end of each validated epoch; handed in by the job that trains (the embedder knows no index), e.g.
+            :func:`phenoprint.index.evaluate.validation_top1`. None: no validation figure.
 
     Raises:
         CheckpointError: ``run_dir`` already holds a run and ``resume`` is off, or the config differs on resume.
@@ -200,7 +210,7 @@ def train(
     run_dir = Path(run_dir)
     ctx = init_distributed(config.device)
     try:
-        return _train(config, source, run_dir, ctx, resume, progress, on_step)
+        return _train(config, source, run_dir, ctx, resume, progress, on_step, validate)
     finally:
         shutdown_distributed()
 
@@ -213,6 +223,7 @@ def _train(
     resume: bool,
     progress: bool,
     on_step: Callable[[int, float], None] | None,
+    validate: Validator | None,
 ) -> TrainResult:
     device = ctx.device
     cuda = device.type == "cuda"
@@ -375,8 +386,9 @@ def _train(
                     on_step(step, last_loss)
                 if micro == per_epoch:  # the epoch is complete
                     epoch, micro, micro_at_step = epoch + 1, 0, 0
-                    if len(val_w) and (epoch % config.val_every == 0 or epoch == config.epochs):
-                        val_top1 = _validate(model, source, train_w, val_w, config, ctx, stats)
+                    due = epoch % config.val_every == 0 or epoch == config.epochs
+                    if validate is not None and len(val_w) and due:
+                        val_top1 = _validate(model, source, train_w, val_w, config, ctx, stats, validate)
                         metrics.write(event="validation", step=step, epoch=epoch, val_top1=val_top1)
                         if progress and ctx.is_main:
                             bar.write(f"epoch {epoch}: validation top-1 {val_top1:.3f} on the held-out experiments")
@@ -427,14 +439,14 @@ def _validate(
     config: TrainConfig,
     ctx: DistContext,
     stats: dict | None,
+    validate: Validator,
 ) -> float | None:
-    """Held-out centred kNN top-1 through ``phenoprint.index`` (rank 0 computes, the others wait)."""
+    """The held-out experiments' figure that ``validate`` gives their embeddings (rank 0 computes, the others
+    wait)."""
     result: float | None = None
     if ctx.is_main:
         from phenoprint.embedder.export import wells_to_table
         from phenoprint.embedder.inference import embed_wells
-        from phenoprint.index.config import IndexConfig
-        from phenoprint.index.evaluate import EvalConfig, evaluate
 
         ref = _reference_wells(train_w, val_w)
         wells = pd.concat([val_w, ref], ignore_index=True)
@@ -451,14 +463,7 @@ def _validate(
         )
         model.embedder.train(was_training)
         table = wells_to_table(emb.wells, emb.vectors)
-        eval_config = EvalConfig(
-            index=IndexConfig(center="center", open_set_quantile=0.0),
-            holdout=tuple(sorted(val_w.experiment.unique())),
-            modes=("knn",),
-            replicate_map=False,
-            silhouette=False,
-        )
-        result = float(evaluate(table, eval_config).overall["knn_top1"])
+        result = float(validate(table, tuple(sorted(val_w.experiment.unique()))))
     ctx.barrier()
     return result
 

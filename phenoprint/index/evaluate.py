@@ -286,3 +286,17 @@ def _silhouettes(table: EmbeddingTable, centred: np.ndarray, config: EvalConfig)
         name: (float(np.average([v for v, _ in vs], weights=[w for _, w in vs])) if vs else None)
         for name, vs in values.items()
     }
+
+
+def validation_top1(table: EmbeddingTable, holdout: tuple[str, ...]) -> float:
+    """Training's progress monitor: kNN top-1 of the held-out experiments' treatment wells against indexes of the
+    reference wells, mean-centred on each experiment's controls, no open-set flag (handed to
+    :func:`phenoprint.embedder.train.train` by the jobs that train)."""
+    config = EvalConfig(
+        index=IndexConfig(center="center", open_set_quantile=0.0),
+        holdout=holdout,
+        modes=("knn",),
+        replicate_map=False,
+        silhouette=False,
+    )
+    return float(evaluate(table, config).overall["knn_top1"])
