@@ -1047,7 +1047,7 @@ def run_kills(fixture: Fixture, work: Path, kills: int, seed: int) -> dict[str, 
     return out
 
 
-def kill_jobs(fixture: Fixture, work: Path) -> list[Job]:
+def kill_jobs(fixture: Fixture, work: Path) -> list[Job]:  # noqa: C901 (one scenario per job, in order)
     from phenoprint.data.pack import PackSource
     from phenoprint.data.table import read_embeddings
     from phenoprint.embedder.checkpoint import fingerprint

@@ -186,7 +186,7 @@ def _numpy_topk(vectors: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
-def latency_section(index: ExperimentIndex, table: EmbeddingTable, n_single: int, seed: int) -> dict:
+def latency_section(index: ExperimentIndex, table: EmbeddingTable, n_single: int, seed: int) -> dict:  # noqa: C901 (one measurement after another)
     """Per-query search time of FAISS (flat, HNSW, IVF), numpy brute force and ``classify``; recall vs brute force.
 
     Methods are timed interleaved (every single query runs through every method in turn; batches alternate), so

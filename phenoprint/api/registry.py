@@ -169,57 +169,78 @@ class IndexRegistry:
         failed: dict[str, str] = {}
         kept: list[str] = []
         for name in names:
-            path = self.root / name
-            try:
-                stamp = _stamp(path)
-            except PermissionError as exc:
-                why = (
-                    f"{path}: permission denied reading {exc.filename or path} (the service runs as uid "
-                    f"{os.getuid()}); make the folder readable by it, e.g. chmod -R a+rX {path}"
-                )
-                if self._refused.get(name, (None, None))[1] != why:
-                    log.warning("index %s refused: %s", name, why)
-                self._refused[name] = (_NO_ACCESS, why)
-                failed[name] = why
-                if name in current:
-                    kept.append(name)
-                continue
-            if stamp is None:
-                if name not in current:
-                    log.debug("%s has no %s: not an index directory, skipped", path, MANIFEST_NAME)
-                else:
-                    kept.append(name)
-                continue
-            old = current.get(name)
-            if old is not None and old.stamp == stamp:
+            self._visit(name, current, loaded, failed, kept)
+        removed = self._drop_removed(current, names, hidden, kept)
+        for name in set(self._refused) - set(names):
+            del self._refused[name]
+        self._indexes = MappingProxyType(current)
+        return ReloadReport(tuple(loaded), tuple(removed), failed, tuple(kept))
+
+    def _visit(
+        self,
+        name: str,
+        current: dict[str, LoadedIndex],
+        loaded: list[str],
+        failed: dict[str, str],
+        kept: list[str],
+    ) -> None:
+        """One folder of a scan: (re)load it when its stamp changed, refuse it when it cannot be read or served."""
+        path = self.root / name
+        try:
+            stamp = _stamp(path)
+        except PermissionError as exc:
+            why = (
+                f"{path}: permission denied reading {exc.filename or path} (the service runs as uid "
+                f"{os.getuid()}); make the folder readable by it, e.g. chmod -R a+rX {path}"
+            )
+            if self._refused.get(name, (None, None))[1] != why:
+                log.warning("index %s refused: %s", name, why)
+            self._refused[name] = (_NO_ACCESS, why)
+            failed[name] = why
+            if name in current:
                 kept.append(name)
-                continue
-            refused = self._refused.get(name)
-            if refused is not None and refused[0] == stamp:  # the same bad version: already reported
-                failed[name] = refused[1]
-                if old is not None:
-                    kept.append(name)
-                continue
-            try:
-                fresh = self._load(path, stamp)
-            except _Replaced:  # written again while we read it: the next scan reads the newer version
-                if old is not None:
-                    kept.append(name)
-                continue
-            except IndexFormatError as exc:
-                why = str(exc)
-                self._refused[name] = (stamp, why)
-                failed[name] = why
-                action = "still serving the previous version" if old is not None else "not served"
-                log.warning("index %s refused (%s): %s", name, action, why)
-                if old is not None:
-                    kept.append(name)
-                continue
-            self._refused.pop(name, None)
-            current[name] = fresh
-            loaded.append(name)
-            log.info("%s index %s (%d entries) from %s", "reloaded" if old else "loaded", name, len(fresh.index), path)
-        removed = []
+            return
+        if stamp is None:
+            if name not in current:
+                log.debug("%s has no %s: not an index directory, skipped", path, MANIFEST_NAME)
+            else:
+                kept.append(name)
+            return
+        old = current.get(name)
+        if old is not None and old.stamp == stamp:
+            kept.append(name)
+            return
+        refused = self._refused.get(name)
+        if refused is not None and refused[0] == stamp:  # the same bad version: already reported
+            failed[name] = refused[1]
+            if old is not None:
+                kept.append(name)
+            return
+        try:
+            fresh = self._load(path, stamp)
+        except _Replaced:  # written again while we read it: the next scan reads the newer version
+            if old is not None:
+                kept.append(name)
+            return
+        except IndexFormatError as exc:
+            why = str(exc)
+            self._refused[name] = (stamp, why)
+            failed[name] = why
+            action = "still serving the previous version" if old is not None else "not served"
+            log.warning("index %s refused (%s): %s", name, action, why)
+            if old is not None:
+                kept.append(name)
+            return
+        self._refused.pop(name, None)
+        current[name] = fresh
+        loaded.append(name)
+        log.info("%s index %s (%d entries) from %s", "reloaded" if old else "loaded", name, len(fresh.index), path)
+
+    def _drop_removed(
+        self, current: dict[str, LoadedIndex], names: list[str], hidden: list[str], kept: list[str]
+    ) -> list[str]:
+        """Drop the loaded experiments whose folder is gone (after a grace while a save is swapping it)."""
+        removed: list[str] = []
         now = time.monotonic()
         for name in set(self._missing_since) & set(names):
             del self._missing_since[name]
@@ -236,10 +257,7 @@ class IndexRegistry:
             self._refused.pop(name, None)
             removed.append(name)
             log.info("index %s removed (its folder is gone)", name)
-        for name in set(self._refused) - set(names):
-            del self._refused[name]
-        self._indexes = MappingProxyType(current)
-        return ReloadReport(tuple(loaded), tuple(removed), failed, tuple(kept))
+        return removed
 
     def _load(self, path: Path, stamp: Stamp) -> LoadedIndex:
         """Read and check one folder; any failure of whatever kind refuses that folder alone (files written by
