@@ -56,6 +56,7 @@ import httpx
 import numpy as np
 
 from phenoprint import launch
+from phenoprint.cli import ArgumentParser
 from phenoprint.launch import free_port
 
 log = logging.getLogger("attack_service")
@@ -68,7 +69,7 @@ TEMPORARY = re.compile(r"^\..+(\.tmp|\.tmp-\w+|\.old-\w+)$|^\.step-\d{8}\.\w+$")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/attack_service.json"), help="JSON result file")
     p.add_argument("--work", type=Path, default=None, help="folder for the artifacts (default: a temporary folder)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data, the training runs and the kill moments")

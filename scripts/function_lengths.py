@@ -7,11 +7,12 @@ library's over 80.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import json
 import sys
 from pathlib import Path
+
+from phenoprint.cli import ArgumentParser
 
 
 def long_functions(root: Path, over: int) -> list[dict[str, object]]:
@@ -28,7 +29,7 @@ def long_functions(root: Path, over: int) -> list[dict[str, object]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Print the long functions of the package as JSON; returns 0."""
-    p = argparse.ArgumentParser(description=__doc__)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("root", type=Path, help="package folder to scan")
     p.add_argument("--over", type=int, default=60, help="list functions with more lines than this")
     args = p.parse_args(argv)

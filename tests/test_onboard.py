@@ -22,7 +22,7 @@ from phenoprint.index.config import IndexConfig
 from phenoprint.index.experiment import ExperimentIndex
 from phenoprint.onboard import embedding_settings, onboard_experiment
 
-PROJECT = Path(__file__).resolve().parents[2]
+PROJECT = Path(__file__).resolve().parents[1]
 TARGET = "HUVEC-02"
 
 
