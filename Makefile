@@ -20,6 +20,7 @@ $(VENV)/.installed: pyproject.toml
 test: install
 	$(PY) -m ruff check $(LINT_PATHS)
 	$(PY) -m ruff format --check $(LINT_PATHS)
+	$(PY) -m mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install

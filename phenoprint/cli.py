@@ -45,6 +45,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "phenoprint.data.commands",
     "phenoprint.index.commands",
     "phenoprint.embedder.commands",
+    "phenoprint.commands",
     "phenoprint.api.commands",
 )
 #: The verbs in the order a user runs them (``phenoprint --help`` lists them so); verbs not named here come last.

@@ -10,24 +10,38 @@ import json
 import logging
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from phenoprint.atomic import atomic_path, write_json_atomic
+from phenoprint.index.centering import CenterMethod
+
+if TYPE_CHECKING:
+    from phenoprint.data.table import EmbeddingTable
+    from phenoprint.index.plots import Panel
+from phenoprint.launch import (
+    classify_over_http,
+    free_port,
+    port_is_free,
+    serve_command,
+    start_server,
+    stop_server,
+    wait_for_interrupt,
+)
+
+#: Where the demo's narration goes: a function of one line (``print`` for the demo script; the log by default).
+Say = Callable[[str], None]
 
 log = logging.getLogger(__name__)
 
-CENTERINGS = ("none", "center", "tvn")
+CENTERINGS: tuple[CenterMethod, ...] = ("none", "center", "tvn")
 COMPLETE = ".complete"  # marks a folder whose files were all written
 
 
@@ -50,7 +64,7 @@ class DemoConfig:
     normalization: str = "experiment"  # input standardization: per experiment (keeps intensity phenotypes)
     bn_adapt: bool = True  # per-experiment batch-norm statistics at embedding time
     tta: int = 8  # dihedral transforms averaged at embedding time (exports, onboarding, the service)
-    onboard_center: str = "tvn"  # centering of the indexes the service uses
+    onboard_center: CenterMethod = "tvn"  # centering of the indexes the service uses
     workers: int = 2  # processes for data generation and loading
     serve: bool = True  # keep serving the API after the demo query, until Ctrl-C
     port: int = 8000  # API port; a free one when it is taken (0: always a free one)
@@ -68,21 +82,21 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _step(result: DemoResult, name: str, fn: Callable[[], Any]) -> Any:
+def _step(result: DemoResult, name: str, fn: Callable[[], Any], say: Say) -> Any:
     started = time.perf_counter()
-    print(f"\n== {name}", flush=True)
+    say(f"\n== {name}")
     out = fn()
     result.seconds[name] = round(time.perf_counter() - started, 1)
     return out
 
 
-def generate(config: DemoConfig, oracle: bool) -> Path:
+def generate(config: DemoConfig, oracle: bool, say: Say = log.info) -> Path:
     """The synthetic data root (or its no-batch-effects twin); reused when complete."""
     from phenoprint.data.synth import SYNTH_RECORD, preset_config, synthesize
 
     root = config.workdir / ("data-oracle" if oracle else "data")
     if (root / SYNTH_RECORD).is_file():
-        print(f"reusing {root}")
+        say(f"reusing {root}")
         return root
     synth = preset_config(config.preset, seed=config.seed, batch_effects=not oracle)
     synthesize(synth, root, workers=config.workers, progress=config.progress)
@@ -112,7 +126,7 @@ def preview_panels(metadata: pd.DataFrame) -> list[Any]:
     return panels
 
 
-def previews(config: DemoConfig, root: Path, oracle_root: Path) -> Path:
+def previews(config: DemoConfig, root: Path, oracle_root: Path, say: Say = log.info) -> Path:
     """A labelled sheet per data root (each cell type's untreated well beside a treated one, with and without batch
     effects) and the sites as single PNGs; reused when present."""
     from phenoprint.data.layout import read_metadata
@@ -137,22 +151,23 @@ def previews(config: DemoConfig, root: Path, oracle_root: Path) -> Path:
         "mitochondria, yellow Golgi), each image stretched by its own intensities; left the untreated well, right "
         f"a treated well of the same plate. {oracle_sheet.name} shows the same sites rendered without batch "
         "effects, so the difference between the two sheets is what a batch does to the pixels",
+        say,
     )
     return out
 
 
-def explain(path: Path, what: str) -> None:
+def explain(path: Path, what: str, say: Say = log.info) -> None:
     """Say once, in plain words, what a file the demo wrote shows."""
-    print(f"wrote {path}: {what}")
+    say(f"wrote {path}: {what}")
 
 
-def pack_root(config: DemoConfig, root: Path) -> Path:
+def pack_root(config: DemoConfig, root: Path, say: Say = log.info) -> Path:
     """A pack of a data root (reused when complete)."""
     from phenoprint.data.pack import MANIFEST, pack
 
     out = root.with_name(root.name + ".pack")
     if (out / MANIFEST).is_file():
-        print(f"reusing {out}")
+        say(f"reusing {out}")
         return out
     pack(root, out, workers=config.workers, progress=config.progress)
     return out
@@ -166,22 +181,23 @@ def holdout_experiments(root: Path) -> tuple[str, ...]:
     return tuple(sorted(meta.loc[meta.dataset == "test", "experiment"].unique()))
 
 
-def train_model(config: DemoConfig, root: Path, pack: Path, holdout: tuple[str, ...]) -> Path:
+def train_model(config: DemoConfig, root: Path, pack: Path, holdout: tuple[str, ...], say: Say = log.info) -> Path:
     """Train the embedder on the non-held-out experiments (reused when the run is finished)."""
     from phenoprint.data.source import open_source
     from phenoprint.embedder.checkpoint import RUN_FILE
     from phenoprint.embedder.config import ModelConfig, TrainConfig
     from phenoprint.embedder.report import CURVE_FILE, MODEL_CARD
     from phenoprint.embedder.train import train
+    from phenoprint.index.evaluate import validation_top1
 
     run = config.workdir / "run"
     if (run / RUN_FILE).is_file():
-        print(f"reusing {run}")
+        say(f"reusing {run}")
         if not (run / MODEL_CARD).is_file():  # a run from before runs described themselves
             from phenoprint.embedder.report import write_run_report
 
             write_run_report(run)
-        _explain_run(run, CURVE_FILE, MODEL_CARD)
+        _explain_run(run, CURVE_FILE, MODEL_CARD, say)
         return run
     source = open_source(root, pack)
     n_classes = int(source.metadata.sirna_id.max()) + 1
@@ -211,22 +227,27 @@ def train_model(config: DemoConfig, root: Path, pack: Path, holdout: tuple[str, 
         pack=str(pack),
     )
     has_checkpoint = (run / "checkpoints" / "latest.json").is_file()
-    train(train_config, source, run, resume=has_checkpoint, progress=config.progress)
-    _explain_run(run, CURVE_FILE, MODEL_CARD)
+    train(train_config, source, run, resume=has_checkpoint, progress=config.progress, validate=validation_top1)
+    _explain_run(run, CURVE_FILE, MODEL_CARD, say)
     return run
 
 
-def _explain_run(run: Path, curve: str, card: str) -> None:
+def _explain_run(run: Path, curve: str, card: str, say: Say) -> None:
     if (run / curve).is_file():
         explain(
             run / curve,
             "the training loss falling over the optimizer steps (left; the orange point is the validation on the "
             "held-out experiments) and the learning-rate schedule (right)",
+            say,
         )
-    explain(run / card, "what the model was trained on, how, what it scored on held-out experiments, and its limits")
+    explain(
+        run / card, "what the model was trained on, how, what it scored on held-out experiments, and its limits", say
+    )
 
 
-def export_reference(config: DemoConfig, run: Path, root: Path, pack: Path, holdout: tuple[str, ...]) -> Path:
+def export_reference(
+    config: DemoConfig, run: Path, root: Path, pack: Path, holdout: tuple[str, ...], say: Say = log.info
+) -> Path:
     """Embeddings of the training experiments: the reference every new batch is indexed against."""
     from phenoprint.data.source import open_source
     from phenoprint.embedder.export import export_embeddings, select_wells
@@ -235,7 +256,7 @@ def export_reference(config: DemoConfig, run: Path, root: Path, pack: Path, hold
     out = config.workdir / "embeddings" / "reference.parquet"
     model = load_model(run)
     if _table_of(out, model.fingerprint, config.tta, config.bn_adapt):
-        print(f"reusing {out}")
+        say(f"reusing {out}")
         return out
     source = open_source(root, pack)
     trained = sorted(set(source.metadata.experiment) - set(holdout))
@@ -249,7 +270,7 @@ def export_reference(config: DemoConfig, run: Path, root: Path, pack: Path, hold
 def _index_of(path: Path, fingerprint: str) -> bool:
     """Whether ``path`` holds a complete, intact index of this model's embeddings in this phenoprint's format."""
     from phenoprint.errors import IndexFormatError
-    from phenoprint.index.build import ExperimentIndex
+    from phenoprint.index.experiment import ExperimentIndex
 
     if not (path / "manifest.json").is_file():
         return False
@@ -261,7 +282,7 @@ def _index_of(path: Path, fingerprint: str) -> bool:
     return True
 
 
-def export_plain(config: DemoConfig, run: Path, root: Path, pack: Path) -> Path:
+def export_plain(config: DemoConfig, run: Path, root: Path, pack: Path, say: Say = log.info) -> Path:
     """Every well embedded without batch-norm adaptation and without TTA: what adaptation is compared against."""
     from phenoprint.data.source import open_source
     from phenoprint.embedder.export import export_embeddings
@@ -270,7 +291,7 @@ def export_plain(config: DemoConfig, run: Path, root: Path, pack: Path) -> Path:
     out = config.workdir / "embeddings" / "plain.parquet"
     model = load_model(run)
     if _table_of(out, model.fingerprint, 1, False):
-        print(f"reusing {out}")
+        say(f"reusing {out}")
         return out
     export_embeddings(model, open_source(root, pack), out, tta=1, bn_adapt=False, progress=config.progress)
     return out
@@ -282,7 +303,7 @@ def _table_of(path: Path, fingerprint: str, tta: int | None = None, bn_adapt: bo
         return False
     import pyarrow.parquet as pq
 
-    from phenoprint.index.table import PARQUET_META_KEY
+    from phenoprint.data.table import PARQUET_META_KEY
 
     meta = pq.read_schema(path).metadata or {}
     info = json.loads(meta.get(PARQUET_META_KEY, b"{}"))
@@ -308,54 +329,51 @@ def new_batch_root(config: DemoConfig, root: Path, experiment: str) -> Path:
     return batch
 
 
-def onboard(config: DemoConfig, run: Path, root: Path, reference: Path, holdout: tuple[str, ...]) -> dict[str, Path]:
+def onboard(
+    config: DemoConfig, run: Path, root: Path, reference: Path, holdout: tuple[str, ...], say: Say = log.info
+) -> dict[str, Path]:
     """Run scripts/build_index.py's job for each held-out experiment from its controls only."""
-    from phenoprint.embedder.commands import add_build_index_arguments, run_build_index
+    from phenoprint.data.source import open_source
     from phenoprint.embedder.inference import load_model
+    from phenoprint.index.config import IndexConfig
+    from phenoprint.onboard import onboard_experiment, onboard_summary
 
-    fingerprint = load_model(run).fingerprint
+    model = load_model(run)
+    fingerprint = model.fingerprint
     queries = {}
     for exp in holdout:
         index_dir = config.workdir / "indexes" / exp
         query_path = config.workdir / "embeddings" / f"{exp}.parquet"
         queries[exp] = query_path
         if _index_of(index_dir, fingerprint) and _table_of(query_path, fingerprint, config.tta, config.bn_adapt):
-            print(f"reusing {index_dir}")
+            say(f"reusing {index_dir}")
             continue
         batch = new_batch_root(config, root, exp)
-        argv = [
-            "--model",
-            str(run),
-            "--data",
-            str(batch),
-            "--experiment",
+        index_config = IndexConfig(center=config.onboard_center)
+        say(
+            f"python scripts/build_index.py --model {run} --data {batch} --experiment {exp} --out {index_dir} "
+            f"--reference {reference} --center {index_config.center} --queries-out {query_path} --workers 0"
+        )
+        # TTA and BN adaptation come from the reference table: as it was embedded
+        result = onboard_experiment(
+            model,
+            open_source(batch),
             exp,
-            "--out",
-            str(index_dir),
-            "--reference",
-            str(reference),
-            "--center",
-            config.onboard_center,
-            "--queries-out",
-            str(query_path),
-            "--workers",
-            "0",
-        ]
-        from phenoprint.cli import ArgumentParser
-
-        parser = ArgumentParser(prog="build_index.py")
-        add_build_index_arguments(parser)
-        print(f"python scripts/build_index.py {' '.join(argv)}")
-        args = parser.parse_args(argv)
-        args.quiet = not config.progress
-        run_build_index(args)  # TTA and BN adaptation come from the reference table: as it was embedded
+            reference,
+            index_dir,
+            index_config,
+            queries_out=query_path,
+            workers=0,
+            progress=config.progress,
+        )
+        say(onboard_summary(result))
     return queries
 
 
-def labelled_table(root: Path, tables: list[Path]):
+def labelled_table(root: Path, tables: list[Path]) -> EmbeddingTable:
     """Concatenate embedding tables and restore every well's true label from the full metadata (for scoring)."""
     from phenoprint.data.layout import read_metadata, wells_of
-    from phenoprint.index.table import EmbeddingTable, read_embeddings
+    from phenoprint.data.table import EmbeddingTable, read_embeddings
 
     parts = [read_embeddings(p) for p in tables]
     meta = pd.concat([p.meta for p in parts], ignore_index=True)
@@ -382,13 +400,19 @@ class Evaluation:
     ]  # experiment → (right, wells): centroid top-1, adapted, onboarding's centering
 
 
-def evaluate_all(config: DemoConfig, table, oracle_table, holdout: tuple[str, ...], plain_table=None) -> Evaluation:
+def evaluate_all(
+    config: DemoConfig,
+    table: EmbeddingTable,
+    oracle_table: EmbeddingTable,
+    holdout: tuple[str, ...],
+    plain_table: EmbeddingTable | None = None,
+) -> Evaluation:
     """Top-1 / top-5 of the held-out treatment wells for each centering, with and without plate assignment, for the
     adapted embeddings of both data roots and (when given) the plain embeddings of the batch-effects root."""
-    from phenoprint.index.build import IndexConfig
+    from phenoprint.index.config import IndexConfig
     from phenoprint.index.evaluate import EvalConfig, evaluate
 
-    runs: list[tuple[str, str, Any, tuple[str, ...]]] = [("batch effects", "adapted", table, CENTERINGS)]
+    runs: list[tuple[str, str, Any, tuple[CenterMethod, ...]]] = [("batch effects", "adapted", table, CENTERINGS)]
     if plain_table is not None:
         runs.append(("batch effects", "plain", plain_table, ("none", config.onboard_center)))
     runs.append(("oracle twin", "adapted", oracle_table, CENTERINGS))
@@ -427,14 +451,14 @@ def evaluate_all(config: DemoConfig, table, oracle_table, holdout: tuple[str, ..
     return Evaluation(pd.DataFrame(rows), service)
 
 
-def _candidates(table, holdout: tuple[str, ...]) -> int:
+def _candidates(table: EmbeddingTable, holdout: tuple[str, ...]) -> int:
     """siRNAs a held-out well can be named as: the labelled siRNAs of the other experiments (chance = 1 / this)."""
     meta = table.meta
     known = meta[~meta["Metadata_experiment"].isin(holdout) & meta["Metadata_sirna_id"].notna()]
     return int(known["Metadata_sirna_id"].nunique())
 
 
-def embed_oracle(config: DemoConfig, run: Path, root: Path, pack: Path) -> Path:
+def embed_oracle(config: DemoConfig, run: Path, root: Path, pack: Path, say: Say = log.info) -> Path:
     """The no-batch-effects twin embedded by the same model (same wells and biology, no batch effects)."""
     from phenoprint.data.source import open_source
     from phenoprint.embedder.export import export_embeddings
@@ -443,131 +467,12 @@ def embed_oracle(config: DemoConfig, run: Path, root: Path, pack: Path) -> Path:
     out = config.workdir / "embeddings" / "oracle.parquet"
     model = load_model(run)
     if _table_of(out, model.fingerprint, config.tta, config.bn_adapt):
-        print(f"reusing {out}")
+        say(f"reusing {out}")
         return out
     export_embeddings(
         model, open_source(root, pack), out, tta=config.tta, bn_adapt=config.bn_adapt, progress=config.progress
     )
     return out
-
-
-def port_is_free(port: int) -> bool:
-    """Whether a TCP port can be bound on localhost right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def free_port() -> int:
-    """A TCP port free on localhost right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(
-    run: Path,
-    indexes: Path,
-    port: int,
-    log_path: Path,
-    extra_args: tuple[str, ...] = (),
-    timeout_s: float = 120.0,
-    echo: bool = True,
-) -> subprocess.Popen:
-    """``phenoprint serve`` (with ``extra_args``) in a child process; returns once it answers /readyz with 200 and
-    /healthz with this run's fingerprint (so another service that holds the port is never taken for it).
-
-    Raises:
-        RuntimeError: the server exits or is not ready within ``timeout_s`` (its log says why).
-    """
-    import httpx
-
-    from phenoprint.embedder.checkpoint import read_run
-
-    fingerprint = read_run(run)[1]["fingerprint"]
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "phenoprint",
-        "serve",
-        "--model",
-        str(run),
-        "--indexes",
-        str(indexes),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        *extra_args,
-    ]
-    if echo:
-        print(" ".join(["phenoprint", *cmd[3:]]))
-    with open(log_path, "ab") as log_file:
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the API server exited with status {proc.returncode}; see {log_path}")
-        try:
-            ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1.0).status_code == 200
-            ours = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0).json().get("model_fingerprint")
-            if ready and ours == fingerprint:
-                return proc
-        except (httpx.HTTPError, ValueError):
-            pass
-        time.sleep(0.3)
-    proc.terminate()
-    raise RuntimeError(f"the API server was not ready within {timeout_s:.0f} s; see {log_path}")
-
-
-def classify_over_http(port: int, root: Path, experiment: str, seed: int = 0) -> dict[str, Any]:
-    """POST one held-out treatment well's PNGs to /classify; return the answer with the truth beside it."""
-    import httpx
-
-    from phenoprint.data.layout import detect_layout, read_metadata
-
-    meta = read_metadata(root)
-    wells = meta[(meta.experiment == experiment) & (meta.well_type == "treatment")]
-    row = wells.iloc[int(np.random.default_rng(seed).integers(len(wells)))]
-    layout = detect_layout(root)
-    files = []
-    for site in sorted(
-        meta[(meta.experiment == experiment) & (meta.well == row.well) & (meta.plate == row.plate)].site
-    ):
-        for ch in range(1, 7):
-            path = layout.site_path(experiment, row.plate, row.well, site, ch)
-            files.append(("files", (path.name, path.read_bytes(), "image/png")))
-    data = {"experiment": experiment, "plate": str(row.plate), "well": row.well, "top_k": "5"}
-    response = httpx.post(f"http://127.0.0.1:{port}/classify", data=data, files=files, timeout=60.0)
-    response.raise_for_status()
-    answer = response.json()
-    answer["truth"] = {
-        "experiment": experiment,
-        "plate": int(row.plate),
-        "well": row.well,
-        "sirna_id": int(row.sirna_id),
-        "sirna": str(row.sirna) if "sirna" in row.index and pd.notna(row.sirna) else None,
-    }
-    answer["image_folder"] = str(layout.site_path(experiment, row.plate, row.well, 1, 1).parent)
-    answer["curl"] = (
-        f"curl -s http://127.0.0.1:{port}/classify -F experiment={experiment} -F plate={row.plate} -F well={row.well} "
-        "-F top_k=5 "
-        + " ".join(
-            f"-F files=@{layout.site_path(experiment, row.plate, row.well, name[1], name[2])}"
-            for name in _site_channels(files)
-        )
-    )
-    return answer
-
-
-def _site_channels(files: list[tuple[str, tuple[str, bytes, str]]]) -> list[tuple[str, int, int]]:
-    from phenoprint.data.layout import parse_image_name
-
-    return [parse_image_name(name) for _, (name, _, _) in files]
 
 
 def pixel_profiles(pack: Path, meta: pd.DataFrame) -> np.ndarray:
@@ -586,13 +491,16 @@ def pixel_profiles(pack: Path, meta: pd.DataFrame) -> np.ndarray:
     return (x - x.mean(axis=0)) / x.std(axis=0).clip(min=1e-12)
 
 
-def projection_panels(config: DemoConfig, root: Path, pack: Path, adapted_tables: list[Path], plain: Path):
+def projection_panels(
+    config: DemoConfig, root: Path, pack: Path, adapted_tables: list[Path], plain: Path
+) -> tuple[list[Panel], EmbeddingTable]:
     """The demo's stages of the same wells, for the projection figures: the pixels' intensity profiles, the plain
     embeddings (no adaptation), the adapted embeddings (per-experiment batch-norm statistics, TTA) before centering,
     and after the centering the indexes use. Returns the panels and the wells' table (true labels restored)."""
-    from phenoprint.index.build import IndexConfig, center_table, fit_table_centering
+    from phenoprint.data.table import WELL_KEY
+    from phenoprint.index.config import IndexConfig
     from phenoprint.index.plots import Panel
-    from phenoprint.index.table import WELL_KEY
+    from phenoprint.index.table_centering import center_table, fit_table_centering
 
     adapted = labelled_table(root, adapted_tables)
     raw = labelled_table(root, [plain])
@@ -625,28 +533,34 @@ FIGURE_NOTES = {
 }
 
 
-def run_demo(config: DemoConfig) -> DemoResult:
+def run_demo(config: DemoConfig, say: Say = log.info) -> DemoResult:
     """Generate → train → export → onboard each held-out experiment → evaluate → serve and query (see module doc)."""
     result = DemoResult()
     started = time.time()
     config.workdir.mkdir(parents=True, exist_ok=True)
-    root = _step(result, f"1/7 generate the synthetic '{config.preset}' preset", lambda: generate(config, False))
-    oracle_root = _step(result, "2/7 generate its no-batch-effects twin (the oracle)", lambda: generate(config, True))
-    previews(config, root, oracle_root)
-    pack = pack_root(config, root)
-    oracle_pack = pack_root(config, oracle_root)
+    root = _step(
+        result, f"1/7 generate the synthetic '{config.preset}' preset", lambda: generate(config, False, say), say
+    )
+    oracle_root = _step(
+        result, "2/7 generate its no-batch-effects twin (the oracle)", lambda: generate(config, True, say), say
+    )
+    previews(config, root, oracle_root, say)
+    pack = pack_root(config, root, say)
+    oracle_pack = pack_root(config, oracle_root, say)
     holdout = holdout_experiments(root)
-    print(f"held out (onboarded later as new batches): {', '.join(holdout)}")
-    run = _step(result, "3/7 train the embedder", lambda: train_model(config, root, pack, holdout))
+    say(f"held out (onboarded later as new batches): {', '.join(holdout)}")
+    run = _step(result, "3/7 train the embedder", lambda: train_model(config, root, pack, holdout, say), say)
     reference = _step(
         result,
         "4/7 export embeddings of the training experiments",
-        lambda: export_reference(config, run, root, pack, holdout),
+        lambda: export_reference(config, run, root, pack, holdout, say),
+        say,
     )
     queries = _step(
         result,
         "5/7 onboard each held-out experiment from its controls (scripts/build_index.py)",
-        lambda: onboard(config, run, root, reference, holdout),
+        lambda: onboard(config, run, root, reference, holdout, say),
+        say,
     )
     evaluation: Evaluation | None = None
 
@@ -654,21 +568,21 @@ def run_demo(config: DemoConfig) -> DemoResult:
         from phenoprint.index.plots import projection_plots
 
         nonlocal evaluation
-        plain = export_plain(config, run, root, pack)
+        plain = export_plain(config, run, root, pack, say)
         table = labelled_table(root, [reference, *queries.values()])
-        oracle = labelled_table(oracle_root, [embed_oracle(config, run, oracle_root, oracle_pack)])
+        oracle = labelled_table(oracle_root, [embed_oracle(config, run, oracle_root, oracle_pack, say)])
         evaluation = evaluate_all(config, table, oracle, holdout, plain_table=labelled_table(root, [plain]))
         frame = evaluation.table
         with atomic_path(config.workdir / "evaluation.csv") as tmp:
             frame.to_csv(tmp, index=False)
-        print(format_table(frame, len(holdout)))
-        print(explain_table(frame, config))
+        say(format_table(frame, len(holdout)))
+        say(explain_table(frame, config))
         panels, wells = projection_panels(config, root, pack, [reference, *queries.values()], plain)
         for path in projection_plots(panels, wells, config.workdir / "plots"):
-            explain(path, FIGURE_NOTES[path.name])
+            explain(path, FIGURE_NOTES[path.name], say)
         return frame
 
-    result.table = _step(result, "6/7 evaluate the held-out experiments (leave-experiment-out)", _evaluate)
+    result.table = _step(result, "6/7 evaluate the held-out experiments (leave-experiment-out)", _evaluate, say)
 
     server: subprocess.Popen | None = None
 
@@ -676,17 +590,19 @@ def run_demo(config: DemoConfig) -> DemoResult:
         nonlocal server
         wanted = config.port
         port = wanted if wanted and port_is_free(wanted) else free_port()
+        say(" ".join(["phenoprint", *serve_command(run, config.workdir / "indexes", port)[3:]]))
         server = start_server(run, config.workdir / "indexes", port, config.workdir / "serve.log")
         moved = f" (port {wanted} was taken)" if wanted and port != wanted else ""
-        print(f"the API is up at http://127.0.0.1:{port}{moved}; its log: {config.workdir / 'serve.log'}")
+        say(f"the API is up at http://127.0.0.1:{port}{moved}; its log: {config.workdir / 'serve.log'}")
         answer = classify_over_http(port, root, holdout[0], seed=config.seed)
         assert evaluation is not None
-        print_answer(answer, evaluation.service_top1.get(holdout[0]))
+        for line in answer_lines(answer, evaluation.service_top1.get(holdout[0])):
+            say(line)
         answer["url"] = f"http://127.0.0.1:{port}"
         return answer
 
     try:
-        result.answer = _step(result, "7/7 serve the API and classify one held-out well over HTTP", _query)
+        result.answer = _step(result, "7/7 serve the API and classify one held-out well over HTTP", _query, say)
         result.paths = {
             "data": root,
             "oracle": oracle_root,
@@ -710,14 +626,15 @@ def run_demo(config: DemoConfig) -> DemoResult:
             },
         }
         write_json_atomic(record, config.workdir / "demo.json")
-        print(f"\nstep times (s): {json.dumps(result.seconds)}; {record['wall_seconds']:.0f} s in all")
+        say(f"\nstep times (s): {json.dumps(result.seconds)}; {record['wall_seconds']:.0f} s in all")
         if config.serve and server is not None:
             url = result.answer["url"]
-            print(f"\nserving on {url} (OpenAPI docs at {url}/docs); Ctrl-C to stop")
-            _wait_for_interrupt(server)
+            say(f"\nserving on {url} (OpenAPI docs at {url}/docs); Ctrl-C to stop")
+            if wait_for_interrupt(server):
+                say("\nstopping the server")
     finally:
         if server is not None:
-            _stop(server)
+            stop_server(server)
     return result
 
 
@@ -748,17 +665,18 @@ def explain_table(frame: pd.DataFrame, config: DemoConfig) -> str:
     return "\n".join(lines)
 
 
-def print_answer(answer: dict[str, Any], service_top1: tuple[int, int] | None = None) -> None:
-    """The /classify answer next to the truth, and whether it is right."""
+def answer_lines(answer: dict[str, Any], service_top1: tuple[int, int] | None = None) -> list[str]:
+    """The /classify answer next to the truth, and whether it is right (the lines the demo says)."""
+    lines = []
     truth = answer["truth"]
     preds = answer["predictions"]
     where = f"{truth['experiment']} plate {truth['plate']} {truth['well']}"
     true_name = f" ({truth['sirna']})" if truth.get("sirna") else ""
-    print(f"queried {where} over HTTP; true siRNA {truth['sirna_id']}{true_name}")
+    lines.append(f"queried {where} over HTTP; true siRNA {truth['sirna_id']}{true_name}")
     for p in preds:
         mark = "  <- truth" if p["sirna_id"] == truth["sirna_id"] else ""
         name = f" {p['sirna']:<8}" if p.get("sirna") else ""
-        print(f"  rank {p['rank']}: siRNA {p['sirna_id']:>5}{name}  score {p['score']:.3f}{mark}")
+        lines.append(f"  rank {p['rank']}: siRNA {p['sirna_id']:>5}{name}  score {p['score']:.3f}{mark}")
     ranks = [p["rank"] for p in preds if p["sirna_id"] == truth["sirna_id"]]
     if ranks and ranks[0] == 1:
         verdict = "right: the top answer is the true siRNA"
@@ -772,25 +690,9 @@ def print_answer(answer: dict[str, Any], service_top1: tuple[int, int] | None = 
             f" (in the table above, centroid top-1 on {truth['experiment']}'s treatment wells is {right}/{n}, so a "
             "single query is a sample, not a verdict on the model)"
         )
-    print(f"  {verdict}")
-    print(f"  unknown: {answer['unknown']}   timings (ms): {answer.get('timings')}")
-
-
-def _wait_for_interrupt(proc: subprocess.Popen) -> None:
-    try:
-        while proc.poll() is None:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        print("\nstopping the server")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    lines.append(f"  {verdict}")
+    lines.append(f"  unknown: {answer['unknown']}   timings (ms): {answer.get('timings')}")
+    return lines
 
 
 def env_flag(name: str, default: bool) -> bool:

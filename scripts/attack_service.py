@@ -55,7 +55,9 @@ from typing import Any
 import httpx
 import numpy as np
 
+from phenoprint import launch
 from phenoprint.cli import ArgumentParser
+from phenoprint.launch import free_port
 
 log = logging.getLogger("attack_service")
 
@@ -108,8 +110,8 @@ def build_fixture(work: Path, seed: int, image_size: int, model_size: int) -> Fi
     from phenoprint.data.synth import preset_config, synthesize
     from phenoprint.embedder.export import export_embeddings, select_wells
     from phenoprint.embedder.inference import load_model
-    from phenoprint.embedder.onboard import onboard_experiment
-    from phenoprint.index.build import IndexConfig
+    from phenoprint.index.config import IndexConfig
+    from phenoprint.onboard import onboard_experiment
 
     data = work / "data"
     synthesize(preset_config("tiny", seed=seed, image_size=image_size), data, workers=2, progress=False)  # resumable
@@ -145,15 +147,8 @@ def build_fixture(work: Path, seed: int, image_size: int, model_size: int) -> Fi
 # -- the server -------------------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def serve_command(run: Path, indexes: Path, port: int) -> list[str]:
-    return [sys.executable, "-m", "phenoprint", "serve", "--model", str(run), "--indexes", str(indexes),
-            "--port", str(port), "--device", "cpu", "--log-level", "warning"]  # fmt: skip
+    return launch.serve_command(run, indexes, port, ("--device", "cpu", "--log-level", "warning"))
 
 
 def start_server(
@@ -1053,13 +1048,13 @@ def run_kills(fixture: Fixture, work: Path, kills: int, seed: int) -> dict[str, 
     return out
 
 
-def kill_jobs(fixture: Fixture, work: Path) -> list[Job]:
+def kill_jobs(fixture: Fixture, work: Path) -> list[Job]:  # noqa: C901 (one scenario per job, in order)
     from phenoprint.data.pack import PackSource
+    from phenoprint.data.table import read_embeddings
     from phenoprint.embedder.checkpoint import fingerprint
     from phenoprint.embedder.inference import load_model
     from phenoprint.errors import PhenoprintError
-    from phenoprint.index.build import ExperimentIndex
-    from phenoprint.index.table import read_embeddings
+    from phenoprint.index.experiment import ExperimentIndex
 
     model = load_model(fixture.run, "cpu")
     py = sys.executable

@@ -83,9 +83,9 @@ def build_fixture(
     from phenoprint.embedder.config import ModelConfig, TrainConfig
     from phenoprint.embedder.export import export_embeddings, select_wells
     from phenoprint.embedder.inference import load_model
-    from phenoprint.embedder.onboard import onboard_experiment
     from phenoprint.embedder.train import train
-    from phenoprint.index.build import IndexConfig
+    from phenoprint.index.config import IndexConfig
+    from phenoprint.onboard import onboard_experiment
 
     data = work / "data"
     synthesize(preset_config("tiny", seed=seed, image_size=image_size), data, workers=1, progress=False)
@@ -157,15 +157,16 @@ def in_process_classifier(run: Path, index_dir: Path) -> Callable[[Query], None]
     from phenoprint.api.settings import Settings
     from phenoprint.api.uploads import UploadedFile, read_well
     from phenoprint.embedder.inference import WellImages, load_model
-    from phenoprint.embedder.onboard import bn_state_from_index, channel_stats_from_manifest
-    from phenoprint.index.build import ExperimentIndex
+    from phenoprint.embedder.record import EmbedderRecord
     from phenoprint.index.classify import classify
+    from phenoprint.index.experiment import ExperimentIndex
 
     model = load_model(run, "cpu")
     index = ExperimentIndex.load(index_dir, model.fingerprint, model.embedding_dim)
-    stats = channel_stats_from_manifest(index.manifest) if model.config.normalization == "experiment" else None
+    record = EmbedderRecord.read(index.manifest.get("producer"), index.producer_arrays)
+    stats = record.channel_stats if model.config.normalization == "experiment" else None
     cell_type = index.cell_type if model.config.model.cell_type_context else None
-    bn_state = bn_state_from_index(index.producer_arrays)
+    bn_state = None if record.bn_state is None else dict(record.bn_state)
     tta = int((index.manifest.get("producer") or {}).get("tta", 1))
     mode = Settings().classify_mode  # the service's default
 
@@ -244,15 +245,15 @@ def batch_counts(base: str) -> tuple[float, float]:
 
 def start_server(run: Path, indexes: Path, log_path: Path, torch_threads: int | None) -> tuple[subprocess.Popen, str]:
     """``phenoprint serve`` on a free localhost port, on the CPU; returns the process and its base URL."""
-    from phenoprint.pipeline import free_port
-    from phenoprint.pipeline import start_server as serve
+    from phenoprint.launch import free_port
+    from phenoprint.launch import start_server as serve
 
     port = free_port()
     extra = ("--device", "cpu", "--log-level", "warning")
     if torch_threads is not None:
         extra += ("--torch-threads", str(torch_threads))
     try:
-        proc = serve(run, indexes, port, log_path, extra, timeout_s=300, echo=False)
+        proc = serve(run, indexes, port, log_path, extra, timeout_s=300)
     except RuntimeError as exc:
         raise SystemExit(str(exc)) from exc
     return proc, f"http://127.0.0.1:{port}"

@@ -33,7 +33,7 @@ CENTERINGS = ("none", "center", "center_scale", "tvn")
 
 def evaluate_table(table, holdout: tuple[str, ...]) -> dict[str, dict[str, float]]:
     """kNN and centroid top-1 of the held-out treatment wells for every centering."""
-    from phenoprint.index.build import IndexConfig
+    from phenoprint.index.config import IndexConfig
     from phenoprint.index.evaluate import EvalConfig, evaluate
 
     out = {}
@@ -47,9 +47,9 @@ def evaluate_table(table, holdout: tuple[str, ...]) -> dict[str, dict[str, float
 def embed_all(config: DemoConfig, run: Path, root: Path, pack: Path, bn_adapt: bool):
     """Every well of a data root through a trained run, as a labelled table."""
     from phenoprint.data.source import open_source
+    from phenoprint.data.table import read_embeddings
     from phenoprint.embedder.export import export_embeddings
     from phenoprint.embedder.inference import load_model
-    from phenoprint.index.table import read_embeddings
 
     out = run / f"all{'_bn' if bn_adapt else ''}.parquet"
     if not out.is_file():

@@ -27,13 +27,15 @@ import pandas as pd
 
 from phenoprint.atomic import write_json_atomic
 from phenoprint.cli import ArgumentParser
+from phenoprint.data.table import EmbeddingTable
 from phenoprint.index import faiss_backend
-from phenoprint.index.build import ExperimentIndex, IndexConfig, build_experiment_index
+from phenoprint.index.build import build_experiment_index
 from phenoprint.index.centering import CENTER_METHODS
 from phenoprint.index.classify import classify
+from phenoprint.index.config import IndexConfig
 from phenoprint.index.evaluate import EvalConfig, evaluate
+from phenoprint.index.experiment import ExperimentIndex
 from phenoprint.index.simulate import VectorDesign, simulate_table
-from phenoprint.index.table import EmbeddingTable
 
 log = logging.getLogger("bench_index")
 
@@ -184,7 +186,7 @@ def _numpy_topk(vectors: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
-def latency_section(index: ExperimentIndex, table: EmbeddingTable, n_single: int, seed: int) -> dict:
+def latency_section(index: ExperimentIndex, table: EmbeddingTable, n_single: int, seed: int) -> dict:  # noqa: C901 (one measurement after another)
     """Per-query search time of FAISS (flat, HNSW, IVF), numpy brute force and ``classify``; recall vs brute force.
 
     Methods are timed interleaved (every single query runs through every method in turn; batches alternate), so

@@ -10,7 +10,7 @@ import sys
 
 from phenoprint.cli import ArgumentParser
 from phenoprint.cli import main as cli_main
-from phenoprint.embedder.commands import add_build_index_arguments
+from phenoprint.commands import add_build_index_arguments
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ Reruns reuse finished steps. Set DEMO_SERVE=0 to stop after the HTTP query inste
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from pathlib import Path
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         serve=env_flag("DEMO_SERVE", True) and not args.no_serve,
         progress=not args.no_progress,
     )
-    run_demo(config)
+    run_demo(config, say=functools.partial(print, flush=True))
     return 0
 
 

@@ -10,11 +10,31 @@ from phenoprint.cli import build_parser, main
 
 
 def test_every_verb_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every verb of every commands module is listed with its one-line help, and its own --help explains every
+    option (a verb registered without help, or an option without help text, fails)."""
+    import argparse
+    import importlib
+
+    from phenoprint.cli import COMMAND_MODULES
+
+    commands = [cmd for name in COMMAND_MODULES for cmd in importlib.import_module(name).COMMANDS]
+    assert len(commands) >= 9
     parser = build_parser()
     with pytest.raises(SystemExit) as info:
         parser.parse_args(["--help"])
     assert info.value.code == 0
-    assert "preview" in capsys.readouterr().out
+    listing = " ".join(capsys.readouterr().out.split())
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for cmd in commands:
+        assert cmd.help, cmd.name
+        assert " ".join(cmd.help.split())[:40] in listing, cmd.name
+        verb = sub.choices[cmd.name]
+        undocumented = [a.dest for a in verb._actions if a.option_strings and not a.help and a.dest != "help"]
+        assert undocumented == [], cmd.name
+        with pytest.raises(SystemExit) as info:
+            parser.parse_args([cmd.name, "--help"])
+        assert info.value.code == 0
+        assert (cmd.description or cmd.help).split()[0] in capsys.readouterr().out
 
 
 def test_preview_writes_pngs(rxrx1_root: Path, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from functools import partial
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 from fastapi import Depends, FastAPI, Security
@@ -21,7 +22,9 @@ from phenoprint.api.metrics import MetricsMiddleware, ServiceMetrics
 from phenoprint.api.routers import experiments, health, preview, sirnas, wells
 from phenoprint.api.settings import Settings, get_settings
 from phenoprint.api.state import start_service
-from phenoprint.embedder.inference import LoadedModel
+
+if TYPE_CHECKING:  # the model is loaded and run in phenoprint.api.state, the one API module that imports torch
+    from phenoprint.embedder.inference import LoadedModel
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from types import MappingProxyType
 
 import numpy as np
 
-from phenoprint.embedder.onboard import bn_state_from_index, channel_stats_from_manifest
+from phenoprint.embedder.record import EmbedderRecord
 from phenoprint.errors import IndexFormatError, UnknownExperimentError
 from phenoprint.index.artifact import MANIFEST_NAME
-from phenoprint.index.build import ExperimentIndex
+from phenoprint.index.experiment import ExperimentIndex
 
 log = logging.getLogger(__name__)
 
@@ -39,30 +39,18 @@ class LoadedIndex:
         path: its directory.
         stamp: the version of the directory that was read (see :data:`Stamp`).
         loaded_at: when it was read (Unix time).
-        channel_stats: the experiment's per-channel input (mean, std) recorded by onboarding, if any.
+        record: how onboarding embedded the experiment's wells (TTA, BN adaptation, input statistics, BN arrays).
     """
 
     index: ExperimentIndex
     path: Path
     stamp: Stamp
     loaded_at: float
-    channel_stats: tuple[np.ndarray, np.ndarray] | None = None
+    record: EmbedderRecord = field(default_factory=EmbedderRecord)
 
     @property
     def experiment(self) -> str:
         return self.index.experiment
-
-    @cached_property
-    def bn_state(self) -> dict[str, np.ndarray] | None:
-        """The experiment's adapted batch-norm statistics stored by onboarding (None: built without adaptation)."""
-        return bn_state_from_index(self.index.producer_arrays)
-
-    @property
-    def tta(self) -> object:
-        """The dihedral transforms the index's own wells were embedded with, as its manifest says (1 when it does
-        not say; the service checks the value when it loads the index)."""
-        producer = self.index.manifest.get("producer") or {}
-        return producer.get("tta", 1)
 
     @cached_property
     def sirna_names(self) -> Mapping[int, str]:
@@ -181,57 +169,78 @@ class IndexRegistry:
         failed: dict[str, str] = {}
         kept: list[str] = []
         for name in names:
-            path = self.root / name
-            try:
-                stamp = _stamp(path)
-            except PermissionError as exc:
-                why = (
-                    f"{path}: permission denied reading {exc.filename or path} (the service runs as uid "
-                    f"{os.getuid()}); make the folder readable by it, e.g. chmod -R a+rX {path}"
-                )
-                if self._refused.get(name, (None, None))[1] != why:
-                    log.warning("index %s refused: %s", name, why)
-                self._refused[name] = (_NO_ACCESS, why)
-                failed[name] = why
-                if name in current:
-                    kept.append(name)
-                continue
-            if stamp is None:
-                if name not in current:
-                    log.debug("%s has no %s: not an index directory, skipped", path, MANIFEST_NAME)
-                else:
-                    kept.append(name)
-                continue
-            old = current.get(name)
-            if old is not None and old.stamp == stamp:
+            self._visit(name, current, loaded, failed, kept)
+        removed = self._drop_removed(current, names, hidden, kept)
+        for name in set(self._refused) - set(names):
+            del self._refused[name]
+        self._indexes = MappingProxyType(current)
+        return ReloadReport(tuple(loaded), tuple(removed), failed, tuple(kept))
+
+    def _visit(
+        self,
+        name: str,
+        current: dict[str, LoadedIndex],
+        loaded: list[str],
+        failed: dict[str, str],
+        kept: list[str],
+    ) -> None:
+        """One folder of a scan: (re)load it when its stamp changed, refuse it when it cannot be read or served."""
+        path = self.root / name
+        try:
+            stamp = _stamp(path)
+        except PermissionError as exc:
+            why = (
+                f"{path}: permission denied reading {exc.filename or path} (the service runs as uid "
+                f"{os.getuid()}); make the folder readable by it, e.g. chmod -R a+rX {path}"
+            )
+            if self._refused.get(name, (None, None))[1] != why:
+                log.warning("index %s refused: %s", name, why)
+            self._refused[name] = (_NO_ACCESS, why)
+            failed[name] = why
+            if name in current:
                 kept.append(name)
-                continue
-            refused = self._refused.get(name)
-            if refused is not None and refused[0] == stamp:  # the same bad version: already reported
-                failed[name] = refused[1]
-                if old is not None:
-                    kept.append(name)
-                continue
-            try:
-                fresh = self._load(path, stamp)
-            except _Replaced:  # written again while we read it: the next scan reads the newer version
-                if old is not None:
-                    kept.append(name)
-                continue
-            except IndexFormatError as exc:
-                why = str(exc)
-                self._refused[name] = (stamp, why)
-                failed[name] = why
-                action = "still serving the previous version" if old is not None else "not served"
-                log.warning("index %s refused (%s): %s", name, action, why)
-                if old is not None:
-                    kept.append(name)
-                continue
-            self._refused.pop(name, None)
-            current[name] = fresh
-            loaded.append(name)
-            log.info("%s index %s (%d entries) from %s", "reloaded" if old else "loaded", name, len(fresh.index), path)
-        removed = []
+            return
+        if stamp is None:
+            if name not in current:
+                log.debug("%s has no %s: not an index directory, skipped", path, MANIFEST_NAME)
+            else:
+                kept.append(name)
+            return
+        old = current.get(name)
+        if old is not None and old.stamp == stamp:
+            kept.append(name)
+            return
+        refused = self._refused.get(name)
+        if refused is not None and refused[0] == stamp:  # the same bad version: already reported
+            failed[name] = refused[1]
+            if old is not None:
+                kept.append(name)
+            return
+        try:
+            fresh = self._load(path, stamp)
+        except _Replaced:  # written again while we read it: the next scan reads the newer version
+            if old is not None:
+                kept.append(name)
+            return
+        except IndexFormatError as exc:
+            why = str(exc)
+            self._refused[name] = (stamp, why)
+            failed[name] = why
+            action = "still serving the previous version" if old is not None else "not served"
+            log.warning("index %s refused (%s): %s", name, action, why)
+            if old is not None:
+                kept.append(name)
+            return
+        self._refused.pop(name, None)
+        current[name] = fresh
+        loaded.append(name)
+        log.info("%s index %s (%d entries) from %s", "reloaded" if old else "loaded", name, len(fresh.index), path)
+
+    def _drop_removed(
+        self, current: dict[str, LoadedIndex], names: list[str], hidden: list[str], kept: list[str]
+    ) -> list[str]:
+        """Drop the loaded experiments whose folder is gone (after a grace while a save is swapping it)."""
+        removed: list[str] = []
         now = time.monotonic()
         for name in set(self._missing_since) & set(names):
             del self._missing_since[name]
@@ -248,10 +257,7 @@ class IndexRegistry:
             self._refused.pop(name, None)
             removed.append(name)
             log.info("index %s removed (its folder is gone)", name)
-        for name in set(self._refused) - set(names):
-            del self._refused[name]
-        self._indexes = MappingProxyType(current)
-        return ReloadReport(tuple(loaded), tuple(removed), failed, tuple(kept))
+        return removed
 
     def _load(self, path: Path, stamp: Stamp) -> LoadedIndex:
         """Read and check one folder; any failure of whatever kind refuses that folder alone (files written by
@@ -276,8 +282,9 @@ class IndexRegistry:
                 f"experiment (scripts/build_index.py --out {path.parent}/{index.experiment})"
             )
         _warm_up(index)
-        loaded = LoadedIndex(index, path, stamp, time.time(), channel_stats_from_manifest(index.manifest))
-        _ = loaded.sirna_kinds, loaded.bn_state  # computed here, not in a request
+        record = EmbedderRecord.read(index.manifest.get("producer"), index.producer_arrays)
+        loaded = LoadedIndex(index, path, stamp, time.time(), record)
+        _ = loaded.sirna_kinds  # computed here, not in a request
         if self._check is not None:
             self._check(loaded)
         return loaded

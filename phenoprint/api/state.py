@@ -17,8 +17,8 @@ from phenoprint.api.registry import IndexRegistry, LoadedIndex, ReloadReport
 from phenoprint.api.settings import Settings
 from phenoprint.embedder.inference import LoadedModel, WellImages, WellVectors, batchnorm_state, load_model
 from phenoprint.errors import CheckpointError, IndexFormatError
-from phenoprint.index.build import PRODUCER_ARRAYS_FILE
 from phenoprint.index.folders import inspect_index_folder
+from phenoprint.index.storage import PRODUCER_ARRAYS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,10 @@ class Service:
         adapted batch-norm statistics and test-time augmentation (``--tta`` overrides the last)."""
         if loaded is None:
             return WellImages(sites, cell_type, None, None, self.settings.tta)
-        tta = self.settings.tta or loaded.tta
+        tta = self.settings.tta or loaded.record.tta
         assert isinstance(tta, int)  # checked when the index was loaded (_check_index)
-        return WellImages(sites, cell_type, self.input_stats(loaded), loaded.bn_state, tta)
+        bn_state = None if loaded.record.bn_state is None else dict(loaded.record.bn_state)
+        return WellImages(sites, cell_type, self.input_stats(loaded), bn_state, tta)
 
     def refresh_indexes(self) -> ReloadReport:
         """Scan the index folder once (blocking: call it in a worker thread) and record the outcome."""
@@ -155,66 +156,28 @@ def _blank_well(model: LoadedModel) -> WellImages:
 def _input_stats(model: LoadedModel, loaded: LoadedIndex) -> tuple[np.ndarray, np.ndarray] | None:
     if model.config.normalization != "experiment":
         return None
-    if loaded.channel_stats is not None:
-        return loaded.channel_stats
+    if loaded.record.channel_stats is not None:
+        return loaded.record.channel_stats
     return (model.channel_stats or {}).get(loaded.experiment)
 
 
 def _check_index(model: LoadedModel, loaded: LoadedIndex) -> None:
-    """Refuse an index the model cannot query: unknown cell type, missing or non-finite per-experiment input
-    statistics, a test-time augmentation that is not 1-8 transforms, or adapted batch-norm statistics of another
-    architecture (each of these used to be accepted, then fail every query)."""
-    index = loaded.index
-    tta = loaded.tta
-    if isinstance(tta, bool) or not isinstance(tta, int) or not 1 <= tta <= 8:
-        raise IndexFormatError(
-            f"{loaded.path}: its manifest says its wells were embedded with tta={tta!r}; expected 1-8 dihedral "
-            "transforms (rebuild it with scripts/build_index.py --tta N)"
-        )
+    """Refuse an index the model cannot query: unknown cell type, or an embedder record that does not fit the model
+    (TTA outside 1-8, missing or non-finite per-experiment input statistics, adapted batch-norm statistics of another
+    architecture); each of these used to be accepted, then fail every query."""
+    index, where = loaded.index, str(loaded.path)
+    loaded.record.check_tta(where)
     if model.config.model.cell_type_context and index.cell_type not in model.config.model.cell_types:
         raise IndexFormatError(
-            f"{loaded.path}: cell type {index.cell_type!r} is unknown to the model (it knows "
+            f"{where}: cell type {index.cell_type!r} is unknown to the model (it knows "
             f"{', '.join(model.config.model.cell_types)})"
         )
     if model.config.normalization == "experiment":
         stats = _input_stats(model, loaded)
         if stats is None:
             raise IndexFormatError(
-                f"{loaded.path}: the model standardizes images by per-experiment statistics, but this index does "
+                f"{where}: the model standardizes images by per-experiment statistics, but this index does "
                 "not record them; rebuild it with scripts/build_index.py from this model"
             )
-        channels = model.config.model.in_chans
-        if any(np.shape(s) != (channels,) for s in stats):
-            raise IndexFormatError(f"{loaded.path}: its input statistics are not {channels} per-channel values")
-        mean, std = (np.asarray(s, dtype=np.float64) for s in stats)
-        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std >= 0).all()):
-            raise IndexFormatError(
-                f"{loaded.path}: its input statistics hold non-finite values or a negative standard deviation "
-                f"(mean {mean.tolist()}, std {std.tolist()}); rebuild it with scripts/build_index.py"
-            )
-    _check_batchnorm_state(model, loaded)
-
-
-def _check_batchnorm_state(model: LoadedModel, loaded: LoadedIndex) -> None:
-    """Refuse adapted batch-norm statistics that are not exactly the model's: every layer, each of its shape."""
-    state = loaded.bn_state
-    if state is None:
-        return
-    own = batchnorm_state(model.embedder)
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
-    wrong = sorted(
-        k
-        for k in set(own) & set(state)
-        if np.shape(state[k]) != own[k].shape or not np.issubdtype(np.asarray(state[k]).dtype, np.floating)
-    )
-    if missing or extra or wrong:
-        found = [
-            f"{what} {', '.join(names[:3])}{' …' if len(names) > 3 else ''}"
-            for what, names in (("missing", missing), ("unexpected", extra), ("of another shape or type", wrong))
-            if names
-        ]
-        raise IndexFormatError(
-            f"{loaded.path}: its adapted batch-norm statistics ({PRODUCER_ARRAYS_FILE}) do not fit the model: "
-            f"{'; '.join(found)}; rebuild it with scripts/build_index.py --bn-adapt from this model"
-        )
+        loaded.record.check_input_stats(where, model.config.model.in_chans, stats)
+    loaded.record.check_bn_state(where, batchnorm_state(model.embedder), PRODUCER_ARRAYS_FILE)

@@ -1,4 +1,4 @@
-"""Command-line verbs of ``phenoprint.embedder``: ``train``, ``embed``, ``build-index``."""
+"""Command-line verbs of ``phenoprint.embedder``: ``embed``, and the options of ``train`` (a verb of the jobs)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,20 @@ from phenoprint.cli import Command
 from phenoprint.embedder.config import ModelConfig, TrainConfig
 
 
-def _csv(text: str) -> tuple[str, ...]:
+def csv_list(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
-def _add_source(p: argparse.ArgumentParser, required: bool = True) -> None:
+def add_source(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--data", type=Path, required=required, help="RxRx1 data root (v1.0 or Kaggle layout, or synthetic)")
     p.add_argument(
         "--pack", type=Path, default=None, help="read pixels from this `phenoprint pack` store instead of PNGs"
     )
 
 
-def _add_train(p: argparse.ArgumentParser) -> None:
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
     m, t = ModelConfig(), TrainConfig()
-    _add_source(p)
+    add_source(p)
     p.add_argument("--out", type=Path, required=True, help="run directory (weights, config, checkpoints, metrics)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     g = p.add_argument_group("model")
@@ -56,7 +56,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         default=t.sampler,
         help="fill each batch from one experiment / plate (per-batch BN statistics), or shuffle freely",
     )
-    g.add_argument("--holdout", type=_csv, default=(), help="comma-separated experiments to hold out and validate on")
+    g.add_argument(
+        "--holdout", type=csv_list, default=(), help="comma-separated experiments to hold out and validate on"
+    )
     g.add_argument("--val-every", type=int, default=t.val_every, help="epochs between held-out validations")
     g.add_argument("--no-augment", action="store_true", help="no dihedral / crop / intensity augmentation")
     g.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (smoke runs)")
@@ -119,26 +121,13 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     )
 
 
-def _run_train(args: argparse.Namespace) -> int:
-    from phenoprint.data.source import open_source
-    from phenoprint.embedder.train import train
-
-    config = train_config_from_args(args)
-    result = train(config, open_source(args.data, args.pack), args.out, resume=args.resume)
-    if result.fingerprint is not None:
-        val = "none (nothing held out)" if result.val_top1 is None else f"{result.val_top1:.3f}"
-        print(f"trained {result.steps} steps; loss {result.final_loss:.4f}; validation top-1 {val}")
-        print(f"run: {result.run_dir}  fingerprint: {result.fingerprint[:16]}  (see MODEL_CARD.md there)")
-    return 0
-
-
 def _add_embed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, required=True, help="a finished run directory (phenoprint train --out)")
-    _add_source(p)
+    add_source(p)
     p.add_argument(
         "--out", type=Path, required=True, help="embedding table (.parquet); under torchrun a folder of part files"
     )
-    p.add_argument("--experiment", type=_csv, default=None, help="comma-separated experiments (default: all)")
+    p.add_argument("--experiment", type=csv_list, default=None, help="comma-separated experiments (default: all)")
     p.add_argument("--controls-only", action="store_true", help="embed only control wells")
     p.add_argument("--tta", type=int, default=1, help="dihedral transforms averaged per site (1-8)")
     p.add_argument("--per-site", action="store_true", help="one row per site (with Metadata_site) instead of per well")
@@ -200,94 +189,7 @@ def _run_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_build_index_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of `phenoprint build-index` and `scripts/build_index.py` (one function, two entry points)."""
-    from phenoprint.index.commands import add_build_options, add_centering_options
-
-    p.add_argument("--model", type=Path, required=True, help="a finished run directory (phenoprint train --out)")
-    _add_source(p)
-    p.add_argument("--experiment", required=True, help="the new batch's experiment name")
-    p.add_argument("--out", type=Path, required=True, help="index directory to create or replace (atomically)")
-    p.add_argument(
-        "--reference",
-        type=Path,
-        required=True,
-        dest="reference_embeddings",
-        help="embeddings of the training experiments (phenoprint embed output of the same model)",
-    )
-    add_centering_options(p, deprecated_reference=False)
-    add_build_options(p)
-    p.add_argument(
-        "--queries-out",
-        type=Path,
-        default=None,
-        help="also embed all the batch's wells and write them here (to classify them later)",
-    )
-    p.add_argument(
-        "--tta",
-        type=int,
-        default=None,
-        help="dihedral transforms averaged per site (1-8); default: as the reference embeddings were made (their "
-        "table records it), so that the batch and the reference are embedded alike",
-    )
-    p.add_argument(
-        "--bn-adapt",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="re-estimate batch-norm statistics on the batch; default: as the reference embeddings were made",
-    )
-    p.add_argument(
-        "--allow-mismatch",
-        action="store_true",
-        help="embed with the --tta / --bn-adapt given even where the reference was embedded otherwise (a warning "
-        "instead of an error; accuracy drops)",
-    )
-    p.add_argument("--batch-size", type=int, default=64, help="wells per forward pass")
-    p.add_argument("--workers", type=int, default=2, help="data-loading processes")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
-
-
-def run_build_index(args: argparse.Namespace) -> int:
-    """Onboard one batch: embed its controls, fit its centering, write its index."""
-    from phenoprint.data.source import open_source
-    from phenoprint.embedder.inference import load_model
-    from phenoprint.embedder.onboard import onboard_experiment
-    from phenoprint.index.commands import index_config_from_args
-
-    result = onboard_experiment(
-        load_model(args.model, args.device),
-        open_source(args.data, args.pack),
-        args.experiment,
-        args.reference_embeddings,
-        args.out,
-        index_config_from_args(args, build=True),
-        queries_out=args.queries_out,
-        progress=not getattr(args, "quiet", False),
-        tta=args.tta,
-        bn_adapt=args.bn_adapt,
-        allow_mismatch=args.allow_mismatch,
-        batch_size=args.batch_size,
-        workers=args.workers,
-    )
-    print(
-        f"onboarded {result.experiment}: {result.embedded_wells} wells embedded (TTA {result.tta}, BN adaptation "
-        f"{'on' if result.bn_adapt else 'off'}), {result.index_entries} index entries, {result.seconds:.1f} s "
-        f"-> {result.index_dir}"
-    )
-    if result.queries_path is not None:
-        print(f"wrote its embeddings to {result.queries_path}")
-    return 0
-
-
 COMMANDS = [
-    Command(
-        "train",
-        "train the 6-channel margin-loss embedder (CPU, GPU, or torchrun for many GPUs)",
-        _add_train,
-        _run_train,
-        description="Train a timm backbone with a BN-Linear-BN neck and an ArcFace / CosFace / cosine-softmax head "
-        "on the labelled wells of a data root. Multi-GPU: torchrun --nproc-per-node N -m phenoprint train …",
-    ),
     Command(
         "embed",
         "export well (or site) embeddings of a data root as a Parquet embedding table",
@@ -295,14 +197,5 @@ COMMANDS = [
         _run_embed,
         description="Embed wells with a finished run (both sites averaged, optional dihedral TTA and per-experiment "
         "BN adaptation). Under torchrun each rank embeds a shard of the experiments and writes a part file.",
-    ),
-    Command(
-        "build-index",
-        "onboard a new batch: embed its controls, fit its centering, build its index",
-        add_build_index_arguments,
-        run_build_index,
-        description="The per-new-batch job (also scripts/build_index.py). From the batch's images and a metadata "
-        "file that labels only its control wells: embed the controls, fit the batch's centering on them, and build "
-        "its index against the reference embeddings of the training experiments.",
     ),
 ]

@@ -180,7 +180,9 @@ class GroupBatchSampler(Sampler[list[tuple[int, int]]]):
         self._per_rank = max(1, total // world_size)
         self.set_epoch(0)
 
-    def set_epoch(self, epoch: int, start_batch: int = 0, *, through: int | None = None, per_epoch: int | None = None):
+    def set_epoch(
+        self, epoch: int, start_batch: int = 0, *, through: int | None = None, per_epoch: int | None = None
+    ) -> None:
         """Choose the epoch (its order follows from the seed) and skip its first ``start_batch`` batches.
 
         With ``through``, one pass runs on through the epochs after it up to ``through - 1``, each cut to its first

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 
 from phenoprint.data.source import SiteSource
+from phenoprint.data.table import EmbeddingTable, feature_names, write_embeddings
 from phenoprint.embedder.data import well_table
 from phenoprint.embedder.inference import LoadedModel, embed_wells
-from phenoprint.index.table import EmbeddingTable, feature_names, write_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def export_embeddings(
     """Embed wells and write the embedding table (fingerprint in the Parquet metadata).
 
     With ``world_size`` > 1 (torchrun), rank r embeds every ``world_size``-th experiment starting at r, and
-    ``out`` is a folder that receives ``part-<r>-of-<n>.parquet``; :func:`phenoprint.index.table.read_embeddings`
+    ``out`` is a folder that receives ``part-<r>-of-<n>.parquet``; :func:`phenoprint.data.table.read_embeddings`
     reads the folder as one table. Sharding by experiment keeps BN adaptation per experiment exact.
 
     Returns:

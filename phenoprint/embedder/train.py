@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from phenoprint.atomic import write_json_atomic
 from phenoprint.data.layout import site_status
 from phenoprint.data.source import PngSource, SiteSource
+from phenoprint.data.table import EmbeddingTable
 from phenoprint.embedder.checkpoint import (
     CONFIG_FILE,
     RUN_FILE,
@@ -37,12 +38,15 @@ from phenoprint.embedder.config import TrainConfig, config_to_dict
 from phenoprint.embedder.data import GroupBatchSampler, WellDataset, collate_train, experiment_channel_stats, well_table
 from phenoprint.embedder.device_data import RawWellDataset, TrainPrepare, collate_raw_train, preprocess_on_device
 from phenoprint.embedder.distributed import DistContext, init_distributed, shutdown_distributed
-from phenoprint.embedder.model import TrainingModel
+from phenoprint.embedder.model import LossParts, TrainingModel
 from phenoprint.embedder.prefetch import DevicePrefetcher
 from phenoprint.embedder.report import MODEL_CARD, VALIDATION_METHOD, write_run_report
 from phenoprint.errors import CheckpointError, UnknownExperimentError
 
 log = logging.getLogger(__name__)
+
+#: Scores held-out wells: (their embeddings and the reference wells', the held-out experiments) -> a figure in [0, 1].
+Validator = Callable[[EmbeddingTable, tuple[str, ...]], float]
 
 METRICS_FILE = "metrics.jsonl"
 #: Validation embeds the held-out wells and the training wells of at most this many experiments per cell
@@ -88,7 +92,9 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: floa
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def split_wells(metadata: pd.DataFrame, holdout: tuple[str, ...], require_images_in: SiteSource | None = None):
+def split_wells(
+    metadata: pd.DataFrame, holdout: tuple[str, ...], require_images_in: SiteSource | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Labelled wells for training and for validation (the held-out experiments).
 
     Raises:
@@ -181,6 +187,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     on_step: Callable[[int, float], None] | None = None,
+    validate: Validator | None = None,
 ) -> TrainResult:
     """Train an embedder on the labelled wells of ``source`` and write a run directory.
 
@@ -195,6 +202,9 @@ def train(
         resume: continue from the latest checkpoint in ``run_dir``.
         progress: show a progress bar.
         on_step: called after every optimizer step with (step, loss).
+        validate: scores the held-out experiments' embeddings (table of them and the reference wells, holdout) at
+            the end of each validated epoch; handed in by the job that trains (the embedder knows no index), e.g.
+            :func:`phenoprint.index.evaluate.validation_top1`. None: no validation figure.
 
     Raises:
         CheckpointError: ``run_dir`` already holds a run and ``resume`` is off, or the config differs on resume.
@@ -202,7 +212,7 @@ def train(
     run_dir = Path(run_dir)
     ctx = init_distributed(config.device)
     try:
-        return _train(config, source, run_dir, ctx, resume, progress, on_step)
+        return _train(config, source, run_dir, ctx, resume, progress, on_step, validate)
     finally:
         shutdown_distributed()
 
@@ -215,9 +225,69 @@ def _train(
     resume: bool,
     progress: bool,
     on_step: Callable[[int, float], None] | None,
+    validate: Validator | None,
 ) -> TrainResult:
-    device = ctx.device
-    cuda = device.type == "cuda"
+    run = _prepare(config, source, run_dir, ctx, resume)
+    bar = tqdm(
+        total=run.total_steps,
+        initial=run.start.step,
+        desc="training",
+        unit="step",
+        disable=not (progress and ctx.is_main),
+    )
+    pos = start_of_next_batch(run.start, run.per_epoch)
+    state = LoopState(step=pos.step, saved_step=pos.step, micro=pos.batch, micro_at_step=pos.batch, epoch=pos.epoch)
+    try:
+        _loop(run, state, source, config, ctx, bar, progress, on_step, validate)
+    except BaseException:
+        if state.step > state.saved_step:
+            log.warning("training stopped at step %d; checkpointing it so --resume can continue", state.step)
+            _checkpoint(run, state, Position(state.step, state.epoch, state.micro_at_step), config, ctx)
+        raise
+    finally:
+        bar.close()
+    if state.step > state.saved_step:
+        _checkpoint(run, state, Position(state.step, state.epoch, state.micro), config, ctx)
+    return _finish(run, state, config, run_dir, ctx)
+
+
+@dataclass
+class TrainingRun:
+    """What the training loop runs on, set up once: the wells, the loader, the model, its optimizer."""
+
+    train_w: pd.DataFrame  # labelled training wells
+    val_w: pd.DataFrame  # labelled wells of the held-out experiments
+    stats: dict | None  # per-experiment channel statistics (per-experiment normalization), else None
+    sampler: GroupBatchSampler
+    loader: Any  # a DataLoader, or the DevicePrefetcher around it when preprocessing runs on the device
+    model: TrainingModel  # the unwrapped model (what is checkpointed)
+    net: nn.Module  # what the step calls: the model, DDP-wrapped and/or compiled
+    optimizer: torch.optim.Optimizer
+    metrics: _MetricsLog
+    total_steps: int  # optimizer steps of the whole run
+    per_epoch: int  # micro-batches of an epoch that the schedule uses
+    start: Position  # where the run starts (a checkpoint's position on resume)
+    run_dir: Path
+
+
+@dataclass
+class LoopState:
+    """Where the loop is: optimizer steps, micro-batches within the epoch, and what it last measured."""
+
+    step: int  # optimizer steps done
+    saved_step: int  # the step of the last checkpoint
+    micro: int  # micro-batches done in the current epoch
+    micro_at_step: int  # micro-batches of the current epoch at the last optimizer step
+    epoch: int
+    last_loss: float = float("nan")
+    val_top1: float | None = None
+    explained: bool = False  # the validation figure is explained the first time it is printed
+    window_images: int = 0  # images since the last throughput record
+    window_start: float = field(default_factory=time.perf_counter)
+
+
+def _prepare(config: TrainConfig, source: SiteSource, run_dir: Path, ctx: DistContext, resume: bool) -> TrainingRun:
+    """Check the run folder and the data, build the loader and the model (from a checkpoint on resume)."""
     if not resume and ((run_dir / RUN_FILE).exists() or (run_dir / "checkpoints").exists()):
         raise CheckpointError(f"{run_dir} already holds a run; pass --resume to continue it or choose a new --out")
     ckpt = latest_checkpoint(run_dir) if resume else None
@@ -227,8 +297,7 @@ def _train(
         _check_resumable(checkpoint_config(ckpt), config)
 
     torch.manual_seed(config.seed)
-    meta = source.metadata
-    train_w, val_w = split_wells(meta, config.holdout, source)
+    train_w, val_w = split_wells(source.metadata, config.holdout, source)
     max_label = int(train_w.sirna_id.max())
     if max_label >= config.model.num_classes:
         raise ValueError(
@@ -241,6 +310,29 @@ def _train(
     stats = (
         experiment_channel_stats(source, train_w, seed=config.seed) if config.normalization == "experiment" else None
     )
+    sampler, loader, per_epoch, total_steps = _loader(config, source, train_w, stats, ctx)
+    model, net, optimizer, start = _model(config, ctx, ckpt, run_dir)
+    metrics = _MetricsLog(run_dir / METRICS_FILE, ctx.is_main)
+    metrics.write(
+        event="start",
+        step=start.step,
+        total_steps=total_steps,
+        train_wells=len(train_w),
+        val_wells=len(val_w),
+        world_size=ctx.world_size,
+        device=str(ctx.device),
+        pretrained_loaded=model.embedder.pretrained_loaded,
+    )
+    return TrainingRun(
+        train_w, val_w, stats, sampler, loader, model, net, optimizer, metrics, total_steps, per_epoch, start, run_dir
+    )
+
+
+def _loader(
+    config: TrainConfig, source: SiteSource, train_w: pd.DataFrame, stats: dict | None, ctx: DistContext
+) -> tuple[GroupBatchSampler, Any, int, int]:
+    """The training loader and its schedule: (sampler, loader, micro-batches per epoch used, total steps)."""
+    device = ctx.device
     on_device = preprocess_on_device(config.preprocess_on, device)  # uint8 over the bus, float work batched there
     dataset = (RawWellDataset if on_device else WellDataset)(
         source,
@@ -274,12 +366,22 @@ def _train(
         batch_sampler=sampler,
         num_workers=config.workers,
         collate_fn=collate_raw_train if on_device else collate_train,
-        pin_memory=cuda,
+        pin_memory=device.type == "cuda",
         persistent_workers=config.workers > 0,  # no worker restart at every epoch boundary
     )
     if on_device:  # the next batch's copy and augmentation run one batch ahead of the compute
-        loader = DevicePrefetcher(loader, device, TrainPrepare(config.image_size, cuda and config.channels_last))
+        prepare = TrainPrepare(config.image_size, device.type == "cuda" and config.channels_last)
+        loader = DevicePrefetcher(loader, device, prepare)
+    return sampler, loader, steps_per_epoch * config.grad_accum, total_steps
 
+
+def _model(
+    config: TrainConfig, ctx: DistContext, ckpt: Path | None, run_dir: Path
+) -> tuple[TrainingModel, nn.Module, torch.optim.Optimizer, Position]:
+    """The model on its device (resumed from ``ckpt``), what the step calls, its optimizer and the start position;
+    rank 0 writes the run's config."""
+    device = ctx.device
+    cuda = device.type == "cuda"
     model = TrainingModel(config.model).to(device)
     if cuda and config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -296,132 +398,155 @@ def _train(
         net = DistributedDataParallel(model, device_ids=[device] if cuda else None)
     if config.compile:
         net = torch.compile(net)  # type: ignore[assignment]
+    return model, net, optimizer, pos
 
-    metrics = _MetricsLog(run_dir / METRICS_FILE, ctx.is_main)
-    metrics.write(
-        event="start",
-        step=pos.step,
-        total_steps=total_steps,
-        train_wells=len(train_w),
-        val_wells=len(val_w),
-        world_size=ctx.world_size,
-        device=str(device),
-        pretrained_loaded=model.embedder.pretrained_loaded,
+
+def _loop(
+    run: TrainingRun,
+    state: LoopState,
+    source: SiteSource,
+    config: TrainConfig,
+    ctx: DistContext,
+    bar: tqdm,
+    progress: bool,
+    on_step: Callable[[int, float], None] | None,
+    validate: Validator | None,
+) -> None:
+    """One loader pass over every remaining epoch (the workers prefetch across epoch boundaries)."""
+    run.sampler.set_epoch(state.epoch, start_batch=state.micro, through=config.epochs, per_epoch=run.per_epoch)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.net.train()
+    if state.epoch >= config.epochs or state.step >= run.total_steps:
+        return
+    for batch in run.loader:
+        if state.step >= run.total_steps:
+            break
+        due, parts = micro_step(run.net, batch, config, ctx.device, state)
+        if not due:
+            continue
+        optimizer_step(run, parts, config, state)
+        bar.update(1)
+        bar.set_postfix(loss=f"{state.last_loss:.3f}", epoch=state.epoch)
+        if state.step % 10 == 0 or state.step == run.total_steps:
+            _record_window(run, state, parts, ctx)
+        if on_step is not None:
+            on_step(state.step, state.last_loss)
+        if state.micro == run.per_epoch:  # the epoch is complete
+            end_of_epoch(run, state, source, config, ctx, bar if progress and ctx.is_main else None, validate)
+        if state.step % config.checkpoint_every == 0:
+            _checkpoint(run, state, Position(state.step, state.epoch, state.micro), config, ctx)
+
+
+def micro_step(
+    net: nn.Module, batch: dict[str, torch.Tensor], config: TrainConfig, device: torch.device, state: LoopState
+) -> tuple[bool, LossParts]:
+    """Forward and backward one micro-batch, its loss scaled by the accumulation; returns whether it completes an
+    accumulation (an optimizer step is due) and its loss parts."""
+    cuda = device.type == "cuda"
+    images = batch["image"].to(device, non_blocking=True)
+    if cuda and config.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    labels = batch["label"].to(device, non_blocking=True)
+    cell_type = batch["cell_type"].to(device) if config.model.cell_type_context else None
+    boundary = (state.micro + 1) % config.grad_accum == 0
+    # between optimizer steps, DDP need not all-reduce the accumulated gradients
+    skip_sync = not boundary and isinstance(net, DistributedDataParallel)
+    with net.no_sync() if skip_sync else nullcontext():  # type: ignore[operator]
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda and config.amp):
+            parts = net(images, labels, cell_type)
+        (parts.total / config.grad_accum).backward()
+    state.micro += 1
+    state.window_images += len(images)
+    return boundary, parts
+
+
+def optimizer_step(run: TrainingRun, parts: LossParts, config: TrainConfig, state: LoopState) -> None:
+    """The scheduled learning rate, one optimizer step on the accumulated gradients, and the step's loss (``parts``
+    of the micro-batch that completed the accumulation; a non-finite loss stops the run)."""
+    for group in run.optimizer.param_groups:
+        group["lr"] = config.lr * lr_factor(state.step, run.total_steps, config.warmup_steps, config.min_lr_ratio)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    state.step += 1
+    state.micro_at_step = state.micro
+    state.last_loss = float(parts.total.detach())
+    if not math.isfinite(state.last_loss):
+        raise FloatingPointError(f"loss became {state.last_loss} at step {state.step}; lower --lr or check the data")
+
+
+def end_of_epoch(
+    run: TrainingRun,
+    state: LoopState,
+    source: SiteSource,
+    config: TrainConfig,
+    ctx: DistContext,
+    bar: tqdm | None,
+    validate: Validator | None,
+) -> None:
+    """Advance to the next epoch and, when one is due, validate on the held-out experiments (``bar``: where to say
+    the figure, None to say nothing)."""
+    state.epoch, state.micro, state.micro_at_step = state.epoch + 1, 0, 0
+    due = state.epoch % config.val_every == 0 or state.epoch == config.epochs
+    if validate is None or not len(run.val_w) or not due:
+        return
+    state.val_top1 = _validate(run.model, source, run.train_w, run.val_w, config, ctx, run.stats, validate)
+    run.metrics.write(event="validation", step=state.step, epoch=state.epoch, val_top1=state.val_top1)
+    if bar is not None:
+        bar.write(f"epoch {state.epoch}: validation top-1 {state.val_top1:.3f} on the held-out experiments")
+        if not state.explained:
+            bar.write(f"  ({VALIDATION_METHOD})")
+            state.explained = True
+    run.net.train()
+
+
+def _record_window(run: TrainingRun, state: LoopState, parts: LossParts, ctx: DistContext) -> None:
+    """A metrics record of the last steps: the losses, the learning rate, the throughput since the last one."""
+    elapsed = time.perf_counter() - state.window_start
+    run.metrics.write(
+        event="train",
+        step=state.step,
+        epoch=state.epoch,
+        loss=state.last_loss,
+        margin_loss=float(parts.margin),
+        ce_loss=None if parts.ce is None else float(parts.ce),
+        lr=run.optimizer.param_groups[0]["lr"],
+        images_per_s=round(state.window_images * ctx.world_size / max(elapsed, 1e-9), 2),
     )
-    bar = tqdm(
-        total=total_steps, initial=pos.step, desc="training", unit="step", disable=not (progress and ctx.is_main)
-    )
-    per_epoch = steps_per_epoch * config.grad_accum  # micro-batches of an epoch that the schedule uses
-    pos = start_of_next_batch(pos, per_epoch)
-    step, saved_step = pos.step, pos.step
-    micro = micro_at_step = pos.batch
-    epoch = pos.epoch
-    last_loss = float("nan")
-    val_top1: float | None = None
-    explained = False  # the validation figure is explained the first time it is printed
-    window_images, window_start = 0, time.perf_counter()
+    state.window_images, state.window_start = 0, time.perf_counter()
 
-    def checkpoint(at: Position) -> None:
-        nonlocal saved_step
-        if ctx.is_main:
-            save_checkpoint(run_dir, model, optimizer, at, config)
-        saved_step = at.step
 
-    try:
-        # one loader pass over every remaining epoch: the workers prefetch across epoch boundaries
-        sampler.set_epoch(epoch, start_batch=micro, through=config.epochs, per_epoch=per_epoch)
-        optimizer.zero_grad(set_to_none=True)
-        net.train()
-        if epoch < config.epochs and step < total_steps:
-            for batch in loader:
-                if step >= total_steps:
-                    break
-                images = batch["image"].to(device, non_blocking=True)
-                if cuda and config.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                labels = batch["label"].to(device, non_blocking=True)
-                cell_type = batch["cell_type"].to(device) if config.model.cell_type_context else None
-                boundary = (micro + 1) % config.grad_accum == 0
-                # between optimizer steps, DDP need not all-reduce the accumulated gradients
-                skip_sync = not boundary and isinstance(net, DistributedDataParallel)
-                with net.no_sync() if skip_sync else nullcontext():  # type: ignore[operator]
-                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda and config.amp):
-                        parts = net(images, labels, cell_type)
-                    (parts.total / config.grad_accum).backward()
-                micro += 1
-                window_images += len(images)
-                if not boundary:
-                    continue
-                for group in optimizer.param_groups:
-                    group["lr"] = config.lr * lr_factor(step, total_steps, config.warmup_steps, config.min_lr_ratio)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                micro_at_step = micro
-                last_loss = float(parts.total.detach())
-                if not math.isfinite(last_loss):
-                    raise FloatingPointError(f"loss became {last_loss} at step {step}; lower --lr or check the data")
-                bar.update(1)
-                bar.set_postfix(loss=f"{last_loss:.3f}", epoch=epoch)
-                if step % 10 == 0 or step == total_steps:
-                    elapsed = time.perf_counter() - window_start
-                    metrics.write(
-                        event="train",
-                        step=step,
-                        epoch=epoch,
-                        loss=last_loss,
-                        margin_loss=float(parts.margin),
-                        ce_loss=None if parts.ce is None else float(parts.ce),
-                        lr=optimizer.param_groups[0]["lr"],
-                        images_per_s=round(window_images * ctx.world_size / max(elapsed, 1e-9), 2),
-                    )
-                    window_images, window_start = 0, time.perf_counter()
-                if on_step is not None:
-                    on_step(step, last_loss)
-                if micro == per_epoch:  # the epoch is complete
-                    epoch, micro, micro_at_step = epoch + 1, 0, 0
-                    if len(val_w) and (epoch % config.val_every == 0 or epoch == config.epochs):
-                        val_top1 = _validate(model, source, train_w, val_w, config, ctx, stats)
-                        metrics.write(event="validation", step=step, epoch=epoch, val_top1=val_top1)
-                        if progress and ctx.is_main:
-                            bar.write(f"epoch {epoch}: validation top-1 {val_top1:.3f} on the held-out experiments")
-                            if not explained:
-                                bar.write(f"  ({VALIDATION_METHOD})")
-                                explained = True
-                        net.train()
-                if step % config.checkpoint_every == 0:
-                    checkpoint(Position(step, epoch, micro))
-    except BaseException:
-        if step > saved_step:
-            log.warning("training stopped at step %d; checkpointing it so --resume can continue", step)
-            checkpoint(Position(step, epoch, micro_at_step))
-        raise
-    finally:
-        bar.close()
-    if step > saved_step:
-        checkpoint(Position(step, epoch, micro))
+def _checkpoint(run: TrainingRun, state: LoopState, at: Position, config: TrainConfig, ctx: DistContext) -> None:
+    """Checkpoint the model and optimizer at ``at`` (rank 0 writes) and remember it as the last saved step."""
+    if ctx.is_main:
+        save_checkpoint(run.run_dir, run.model, run.optimizer, at, config)
+    state.saved_step = at.step
 
+
+def _finish(run: TrainingRun, state: LoopState, config: TrainConfig, run_dir: Path, ctx: DistContext) -> TrainResult:
+    """Write the run (weights, run.json, model card) on rank 0 and say where it is."""
     fp: str | None = None
     if ctx.is_main:
         info = {
-            "steps": step,
-            "epochs_completed": epoch,
-            "final_loss": last_loss,
-            "val_top1": val_top1,
-            "train_experiments": sorted(train_w.experiment.unique()),
+            "steps": state.step,
+            "epochs_completed": state.epoch,
+            "final_loss": state.last_loss,
+            "val_top1": state.val_top1,
+            "train_experiments": sorted(run.train_w.experiment.unique()),
             "holdout": list(config.holdout),
-            "num_train_wells": len(train_w),
-            "classes_seen": int(train_w.sirna_id.nunique()),
-            "pretrained_loaded": model.embedder.pretrained_loaded,
+            "num_train_wells": len(run.train_w),
+            "classes_seen": int(run.train_w.sirna_id.nunique()),
+            "pretrained_loaded": run.model.embedder.pretrained_loaded,
             "world_size": ctx.world_size,
-            "channel_stats": None if stats is None else {k: [m.tolist(), s.tolist()] for k, (m, s) in stats.items()},
+            "channel_stats": None
+            if run.stats is None
+            else {k: [m.tolist(), s.tolist()] for k, (m, s) in run.stats.items()},
         }
-        fp = write_run(run_dir, model.embedder, config, info)
-        metrics.write(event="end", step=step, fingerprint=fp, val_top1=val_top1)
+        fp = write_run(run_dir, run.model.embedder, config, info)
+        run.metrics.write(event="end", step=state.step, fingerprint=fp, val_top1=state.val_top1)
         write_run_report(run_dir)
         log.info("run written to %s (fingerprint %s…), described in %s", run_dir, fp[:12], MODEL_CARD)
     ctx.barrier()
-    return TrainResult(run_dir, fp, step, last_loss, val_top1)
+    return TrainResult(run_dir, fp, state.step, state.last_loss, state.val_top1)
 
 
 def _validate(
@@ -432,14 +557,14 @@ def _validate(
     config: TrainConfig,
     ctx: DistContext,
     stats: dict | None,
+    validate: Validator,
 ) -> float | None:
-    """Held-out centred kNN top-1 through ``phenoprint.index`` (rank 0 computes, the others wait)."""
+    """The held-out experiments' figure that ``validate`` gives their embeddings (rank 0 computes, the others
+    wait)."""
     result: float | None = None
     if ctx.is_main:
         from phenoprint.embedder.export import wells_to_table
         from phenoprint.embedder.inference import embed_wells
-        from phenoprint.index.build import IndexConfig
-        from phenoprint.index.evaluate import EvalConfig, evaluate
 
         ref = _reference_wells(train_w, val_w)
         wells = pd.concat([val_w, ref], ignore_index=True)
@@ -456,14 +581,7 @@ def _validate(
         )
         model.embedder.train(was_training)
         table = wells_to_table(emb.wells, emb.vectors)
-        eval_config = EvalConfig(
-            index=IndexConfig(center="center", open_set_quantile=0.0),
-            holdout=tuple(sorted(val_w.experiment.unique())),
-            modes=("knn",),
-            replicate_map=False,
-            silhouette=False,
-        )
-        result = float(evaluate(table, eval_config).overall["knn_top1"])
+        result = float(validate(table, tuple(sorted(val_w.experiment.unique()))))
     ctx.barrier()
     return result
 

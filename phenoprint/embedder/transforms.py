@@ -13,7 +13,9 @@ from torchvision.transforms.v2 import functional as TF
 _STD_FLOOR = 1.0
 
 
-def standardize_site(site: np.ndarray | torch.Tensor, mean: np.ndarray | None = None, std: np.ndarray | None = None):
+def standardize_site(
+    site: np.ndarray | torch.Tensor, mean: np.ndarray | None = None, std: np.ndarray | None = None
+) -> torch.Tensor:
     """Per-channel standardization of a (C, H, W) uint8 site to float32.
 
     By default each site is standardized by its own per-channel mean and standard deviation, which

@@ -1,5 +1,7 @@
 """Batch centering, per-experiment FAISS indexes, siRNA classification, plate assignment and evaluation.
 
+The embedding table these work on lives in :mod:`phenoprint.data.table` (re-exported here).
+
 Names are imported lazily (PEP 562), so that ``import phenoprint.index`` (done by the command line to list its
 verbs) stays cheap and does not load faiss. The functions named like their modules (``classify``, ``evaluate``,
 ``plots``) are imported from those modules: ``from phenoprint.index.classify import classify``.
@@ -11,26 +13,28 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from phenoprint.data.table import EmbeddingTable, feature_names, read_embeddings, write_embeddings
     from phenoprint.index.assign import Assignment, assign_experiment, assign_plate
-    from phenoprint.index.build import ExperimentIndex, IndexConfig, build_experiment_index
+    from phenoprint.index.build import build_experiment_index
     from phenoprint.index.centering import (
         CenteringStats,
         apply_centering,
         center_on_controls,
         fit_centering,
     )
-    from phenoprint.index.classify import Classification, Prediction, SirnaScores, sirna_scores
+    from phenoprint.index.classify import Classification, Prediction, SirnaScores, similar_sirnas, sirna_scores
+    from phenoprint.index.config import IndexConfig
     from phenoprint.index.evaluate import EvalConfig, EvalReport
+    from phenoprint.index.experiment import ExperimentIndex
     from phenoprint.index.faiss_backend import Neighbors
     from phenoprint.index.openset import OpenSetThreshold
-    from phenoprint.index.table import EmbeddingTable, feature_names, read_embeddings, write_embeddings
 
 _WHERE = {
     "Assignment": "assign",
     "assign_experiment": "assign",
     "assign_plate": "assign",
-    "ExperimentIndex": "build",
-    "IndexConfig": "build",
+    "ExperimentIndex": "experiment",
+    "IndexConfig": "config",
     "build_experiment_index": "build",
     "CenteringStats": "centering",
     "apply_centering": "centering",
@@ -39,15 +43,16 @@ _WHERE = {
     "Classification": "classify",
     "Prediction": "classify",
     "SirnaScores": "classify",
+    "similar_sirnas": "classify",
     "sirna_scores": "classify",
     "EvalConfig": "evaluate",
     "EvalReport": "evaluate",
     "Neighbors": "faiss_backend",
     "OpenSetThreshold": "openset",
-    "EmbeddingTable": "table",
-    "feature_names": "table",
-    "read_embeddings": "table",
-    "write_embeddings": "table",
+    "EmbeddingTable": "phenoprint.data.table",
+    "feature_names": "phenoprint.data.table",
+    "read_embeddings": "phenoprint.data.table",
+    "write_embeddings": "phenoprint.data.table",
 }
 
 __all__ = [
@@ -71,6 +76,7 @@ __all__ = [
     "feature_names",
     "fit_centering",
     "read_embeddings",
+    "similar_sirnas",
     "sirna_scores",
     "write_embeddings",
 ]
@@ -80,4 +86,4 @@ def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    return getattr(importlib.import_module(module if "." in module else f"{__name__}.{module}"), name)

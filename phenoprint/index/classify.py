@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import Literal, get_args
 
 import numpy as np
 
+from phenoprint.index.experiment import ExperimentIndex
 from phenoprint.index.openset import flag_unknown
-
-if TYPE_CHECKING:
-    from phenoprint.index.build import ExperimentIndex
 
 Mode = Literal["knn", "centroid"]
 MODES: tuple[str, ...] = get_args(Mode)
@@ -166,6 +164,18 @@ def sirna_scores(
         sums = np.add.reduceat(np.exp((sims - top) / temp), starts, axis=1)
         out[start : start + 512] = top + temp * np.log(sums)
     return SirnaScores(index.sirna_ids, out)
+
+
+def similar_sirnas(index: ExperimentIndex, sirna_id: int, k: int = 10) -> list[Prediction]:
+    """The k siRNAs whose centroids are nearest (cosine) to that of ``sirna_id`` in ``index``, itself excluded.
+
+    Raises:
+        KeyError: the siRNA has no entry in the index.
+    """
+    sims = index.centroids @ index.centroid(sirna_id)
+    sims[index.sirna_ids == sirna_id] = -np.inf
+    order = np.argsort(-sims, kind="stable")[: min(k, len(sims) - 1)]
+    return [Prediction(int(index.sirna_ids[j]), float(sims[j]), r + 1) for r, j in enumerate(order)]
 
 
 def _vote(ids: np.ndarray, sims: np.ndarray, codes: np.ndarray, n_classes: int, temperature: float) -> np.ndarray:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from phenoprint.cli import Command
 
 if TYPE_CHECKING:
-    from phenoprint.index.build import IndexConfig
+    from phenoprint.index.config import IndexConfig
 
 # Choices are spelled out here (not imported) so that building the parser never imports faiss.
 _CENTER = ("none", "center", "center_scale", "tvn")
@@ -96,7 +96,7 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
 
 def index_config_from_args(args: argparse.Namespace, build: bool = False) -> IndexConfig:
     """The IndexConfig the options of :func:`add_centering_options` (and :func:`add_build_options`) ask for."""
-    from phenoprint.index.build import IndexConfig
+    from phenoprint.index.config import IndexConfig
 
     more: dict[str, object] = {}
     if build:
@@ -155,8 +155,8 @@ def _run_index(args: argparse.Namespace) -> int:
 
 
 def _run_build(args: argparse.Namespace) -> int:
+    from phenoprint.data.table import read_embeddings
     from phenoprint.index.build import build_experiment_index
-    from phenoprint.index.table import read_embeddings
 
     config = index_config_from_args(args, build=True)
     table = read_embeddings(args.embeddings)
@@ -230,8 +230,8 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from phenoprint.atomic import write_json_atomic
+    from phenoprint.data.table import read_embeddings
     from phenoprint.index.evaluate import EvalConfig, evaluate
-    from phenoprint.index.table import read_embeddings
 
     table = read_embeddings(args.embeddings)
     index_config = index_config_from_args(args)

@@ -10,21 +10,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from phenoprint.data.table import EmbeddingTable
 from phenoprint.errors import EmbeddingTableError, UnknownExperimentError
 from phenoprint.index.assign import assign_experiment
-from phenoprint.index.build import (
-    IndexConfig,
-    assemble_index,
-    center_table,
-    entry_mask,
-    fit_table_centering,
-    learn_plate_groups,
-    scope_mask,
-)
+from phenoprint.index.build import assemble_index, entry_mask, scope_mask
 from phenoprint.index.centering import l2_normalize
 from phenoprint.index.classify import MODES, classify, sirna_scores
+from phenoprint.index.config import IndexConfig
 from phenoprint.index.metrics import mean_average_precision, replicate_average_precision, silhouette
-from phenoprint.index.table import EmbeddingTable
+from phenoprint.index.plate_groups import learn_plate_groups
+from phenoprint.index.table_centering import center_table, fit_table_centering
 
 log = logging.getLogger(__name__)
 
@@ -291,3 +286,17 @@ def _silhouettes(table: EmbeddingTable, centred: np.ndarray, config: EvalConfig)
         name: (float(np.average([v for v, _ in vs], weights=[w for _, w in vs])) if vs else None)
         for name, vs in values.items()
     }
+
+
+def validation_top1(table: EmbeddingTable, holdout: tuple[str, ...]) -> float:
+    """Training's progress monitor: kNN top-1 of the held-out experiments' treatment wells against indexes of the
+    reference wells, mean-centred on each experiment's controls, no open-set flag (handed to
+    :func:`phenoprint.embedder.train.train` by the jobs that train)."""
+    config = EvalConfig(
+        index=IndexConfig(center="center", open_set_quantile=0.0),
+        holdout=holdout,
+        modes=("knn",),
+        replicate_map=False,
+        silhouette=False,
+    )
+    return float(evaluate(table, config).overall["knn_top1"])

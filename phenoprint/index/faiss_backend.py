@@ -9,15 +9,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import faiss
 import numpy as np
 
+from phenoprint.index.config import INDEX_KINDS
+
 log = logging.getLogger(__name__)
 
-IndexKind = Literal["flat", "ivf", "hnsw"]
-INDEX_KINDS: tuple[str, ...] = get_args(IndexKind)
 #: faiss warns when an IVF quantizer gets fewer than ~39 training points per list; stay above that.
 _MIN_POINTS_PER_LIST = 39
 #: Searches of at most this many queries run on one OpenMP thread: waking a thread team costs more than it saves

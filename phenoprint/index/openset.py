@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy.sparse import coo_matrix
 
-#: Default fraction of known (calibration) wells allowed to fall below the threshold.
-DEFAULT_QUANTILE = 0.05
+from phenoprint.data.table import EmbeddingTable
+from phenoprint.index.config import DEFAULT_QUANTILE
+
 #: Calibration wells drawn from the other experiments' treatment entries (when calibrating on training wells).
 MAX_TRAINING_CALIBRATION = 256
 
@@ -133,3 +135,34 @@ def _finite(x: np.ndarray) -> np.ndarray:
 def flag_unknown(best_similarity: np.ndarray, threshold: float) -> np.ndarray:
     """Which wells fall below the threshold (booleans)."""
     return np.asarray(best_similarity, dtype=np.float64) < float(threshold)
+
+
+def calibrate_index(
+    table: EmbeddingTable,
+    centred: np.ndarray,
+    experiment: str,
+    vectors: np.ndarray,
+    entries: pd.DataFrame,
+    quantile: float,
+    source: str,
+) -> OpenSetThreshold:
+    """The open-set threshold: a low quantile of known wells' best centroid similarity, their own experiment left out.
+
+    ``training`` (the default, and the fallback when the target has no labelled controls): a fixed sample of the
+    other experiments' treatment entries, i.e. known wells like the queries. ``controls``: the target's own labelled
+    controls, the only known wells of a new batch. They are a poor stand-in for treatments: positive controls are
+    chosen for strong phenotypes (the threshold ends up too high without whitening), and TVN fitted on the controls
+    whitens exactly their directions; ``scripts/bench_index.py`` measures both.
+    """
+    calib = table.experiment_mask(experiment) & table.control_mask() & table.labelled_mask()
+    entry_exps = entries["experiment"].to_numpy(dtype=str)
+    entry_labels = entries["sirna_id"].to_numpy(dtype=np.int64)
+    if source == "controls" and calib.any():
+        q, q_exps, used = centred[calib], np.full(int(calib.sum()), experiment), "target_controls"
+    else:
+        pool = (entries["kind"] == "training").to_numpy() & (entries["well_type"] == "treatment").to_numpy()
+        rows = np.flatnonzero(pool) if pool.any() else np.arange(len(entries))
+        rows = np.sort(np.random.default_rng(0).permutation(rows)[:MAX_TRAINING_CALIBRATION])
+        q, q_exps, used = vectors[rows], entry_exps[rows], "training_entries"
+    best = cross_batch_centroid_similarity(q, q_exps, vectors, entry_labels, entry_exps)
+    return calibrate_open_set(best, quantile, used)

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from phenoprint.index.build import IndexConfig, center_table, fit_table_centering
+from phenoprint.data.table import EmbeddingTable
 from phenoprint.index.centering import l2_normalize
+from phenoprint.index.config import IndexConfig
 from phenoprint.index.metrics import silhouette
-from phenoprint.index.table import EmbeddingTable
+from phenoprint.index.table_centering import center_table, fit_table_centering
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from phenoprint.data.plate import USED_WELLS
-from phenoprint.index.table import EmbeddingTable, feature_names
+from phenoprint.data.table import EmbeddingTable, feature_names
 
 
 @dataclass(frozen=True)

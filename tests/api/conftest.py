@@ -65,8 +65,8 @@ def onboard(
 ) -> Path:
     """``scripts/build_index.py`` in-process: embed the experiment's controls, centre, index against the reference."""
     from phenoprint.embedder.inference import load_model
-    from phenoprint.embedder.onboard import onboard_experiment
-    from phenoprint.index.build import IndexConfig
+    from phenoprint.index.config import IndexConfig
+    from phenoprint.onboard import onboard_experiment
 
     model = load_model(run, "cpu")
     return onboard_experiment(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -19,18 +20,25 @@ from schemathesis.checks import positive_data_acceptance
 
 from phenoprint.api.app import app_settings, create_app
 from phenoprint.api.settings import Settings, get_settings
-from phenoprint.index.build import ExperimentIndex
+from phenoprint.errors import CheckpointError
+from phenoprint.index.experiment import ExperimentIndex
 from tests.api.conftest import PER_PLATE, TARGET, Artifacts, b02_parts
 
 
-def test_importing_and_creating_the_app_loads_nothing(settings: Settings) -> None:
+def test_importing_and_creating_the_app_loads_nothing(settings: Settings, tmp_path: Path) -> None:
+    """create_app reads no file and loads no model: an app of a model folder that does not exist is created (the
+    lifespan, not create_app, refuses it)."""
+    missing = tmp_path / "no-such-run"
     code = (
-        "import sys; from phenoprint.api.app import create_app; from phenoprint.api.settings import Settings; "
-        f"app = create_app(Settings(model={str(settings.model)!r}, indexes={str(settings.indexes)!r})); "
-        "print(app.state.service is None)"
+        "import json, sys; from phenoprint.api.app import create_app; from phenoprint.api.settings import Settings; "
+        f"app = create_app(Settings(model={str(missing)!r}, indexes={str(settings.indexes)!r})); "
+        "print(json.dumps({'service': getattr(app.state, 'service', None), 'routes': len(app.routes) > 5}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
-    assert out.stdout.strip() == "True"
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"service": None, "routes": True}
+    app = create_app(settings.model_copy(update={"model": missing}))
+    with pytest.raises(CheckpointError), TestClient(app):
+        pass  # the lifespan loads the model, and refuses a folder that is not a run
 
 
 def test_settings_given_to_create_app_are_the_dependency_tests_can_override(settings: Settings) -> None:

@@ -12,7 +12,7 @@ import pytest
 from phenoprint.api import registry as registry_module
 from phenoprint.api.registry import IndexRegistry
 from phenoprint.errors import UnknownExperimentError
-from phenoprint.index.build import ExperimentIndex
+from phenoprint.index.experiment import ExperimentIndex
 from tests.api.conftest import PER_PLATE, TARGET, Artifacts
 from tests.index.conftest import rehash_manifest
 

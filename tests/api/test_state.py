@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 from phenoprint.api.app import create_app
 from phenoprint.api.settings import Settings
 from phenoprint.embedder.inference import load_model
-from phenoprint.embedder.onboard import channel_stats_from_manifest
-from phenoprint.index.build import ExperimentIndex
+from phenoprint.embedder.record import EmbedderRecord
 from phenoprint.index.classify import classify
+from phenoprint.index.experiment import ExperimentIndex
 from tests.api.conftest import TARGET, Artifacts, b02_parts, onboard, train_tiny, well_of
 from tests.index.conftest import rehash_manifest
 
@@ -36,7 +36,7 @@ def experiment_normalized(artifacts: Artifacts, tmp_path_factory) -> tuple[Path,
 def test_per_experiment_statistics_come_from_the_index_manifest(experiment_normalized, artifacts: Artifacts) -> None:
     run, indexes = experiment_normalized
     index = ExperimentIndex.load(indexes / TARGET)
-    stats = channel_stats_from_manifest(index.manifest)
+    stats = EmbedderRecord.read(index.manifest.get("producer"), index.producer_arrays).channel_stats
     assert stats is not None
     model = load_model(run, "cpu")
     well = well_of(artifacts.source, TARGET, 0)

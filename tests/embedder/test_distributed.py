@@ -97,7 +97,7 @@ def test_two_process_gloo_ddp_training_and_sharded_export(fake_root: Path, tmp_p
     )
     parts = sorted(p.name for p in (tmp_path / "emb").iterdir())
     assert parts == ["part-00000-of-00002.parquet", "part-00001-of-00002.parquet"]
-    from phenoprint.index.table import read_embeddings
+    from phenoprint.data.table import read_embeddings
 
     table = read_embeddings(tmp_path / "emb")
     assert len(table) == 24

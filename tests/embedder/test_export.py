@@ -9,13 +9,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from phenoprint.data.table import read_embeddings
 from phenoprint.embedder.config import ModelConfig, TrainConfig
 from phenoprint.embedder.data import well_table
 from phenoprint.embedder.export import export_embeddings, select_wells
 from phenoprint.embedder.inference import WellImages, load_model
 from phenoprint.embedder.train import train
 from phenoprint.errors import UnknownExperimentError
-from phenoprint.index.table import read_embeddings
 
 
 @pytest.fixture(scope="module")

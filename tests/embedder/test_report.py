@@ -12,6 +12,7 @@ from phenoprint.embedder.config import ModelConfig, TrainConfig
 from phenoprint.embedder.data import well_table
 from phenoprint.embedder.report import CURVE_FILE, MODEL_CARD, training_curve_figure
 from phenoprint.embedder.train import DEMO_RECIPE, data_fit_warnings, split_wells, train
+from phenoprint.index.evaluate import validation_top1
 
 
 def _config(**kw) -> TrainConfig:
@@ -29,7 +30,7 @@ def _config(**kw) -> TrainConfig:
 
 def test_every_run_has_a_model_card_and_a_training_curve(fake_source, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    train(_config(holdout=("HUVEC-02",)), fake_source, run, progress=False)
+    train(_config(holdout=("HUVEC-02",)), fake_source, run, progress=False, validate=validation_top1)
     card = (run / MODEL_CARD).read_text()
     fingerprint = json.loads((run / "run.json").read_text())["fingerprint"]
     for section in ("## Data", "## Recipe", "## Held-out figures", "## Intended use", "## Limits"):

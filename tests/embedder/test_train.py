@@ -141,3 +141,55 @@ def test_unknown_holdout_and_too_small_head_are_refused(fake_source, tmp_path: P
 def test_gradient_accumulation_counts_optimizer_steps(fake_source, tmp_path: Path) -> None:
     result = train(_config(epochs=2, grad_accum=3, checkpoint_every=100), fake_source, tmp_path / "r", progress=False)
     assert result.steps == 2 * (3 // 3)
+
+
+def test_one_step_alone_accumulates_then_steps_with_the_scheduled_rate(fake_source, tmp_path: Path) -> None:
+    from phenoprint.embedder.distributed import init_distributed
+    from phenoprint.embedder.train import LoopState, _prepare, micro_step, optimizer_step
+
+    config = _config(grad_accum=2)
+    run = _prepare(config, fake_source, tmp_path / "run", init_distributed("cpu"), resume=False)
+    state = LoopState(step=0, saved_step=0, micro=0, micro_at_step=0, epoch=0)
+    before = [p.detach().clone() for p in run.model.parameters()]
+    batches = iter(run.loader)
+    due, _ = micro_step(run.net, next(batches), config, torch.device("cpu"), state)
+    assert (due, state.micro, state.step) == (False, 1, 0)  # half an accumulation: no step yet
+    assert all(torch.equal(a, b) for a, b in zip(before, run.model.parameters(), strict=True))
+    due, parts = micro_step(run.net, next(batches), config, torch.device("cpu"), state)
+    assert due
+    optimizer_step(run, parts, config, state)
+    assert (state.step, state.micro_at_step) == (1, 2)
+    assert state.last_loss == pytest.approx(float(parts.total.detach()))
+    assert run.optimizer.param_groups[0]["lr"] == pytest.approx(config.lr * lr_factor(0, run.total_steps, 2, 0.01))
+    assert not all(torch.equal(a, b) for a, b in zip(before, run.model.parameters(), strict=True))
+
+
+def test_the_end_of_an_epoch_alone_validates_only_when_due(fake_source, tmp_path: Path) -> None:
+    from phenoprint.embedder.distributed import init_distributed
+    from phenoprint.embedder.train import LoopState, _prepare, end_of_epoch
+
+    config = _config(holdout=("HUVEC-02",), epochs=4, val_every=2)
+    ctx = init_distributed("cpu")
+    run = _prepare(config, fake_source, tmp_path / "run", ctx, resume=False)
+    calls: list[tuple[int, tuple[str, ...]]] = []
+
+    def validate(table, holdout: tuple[str, ...]) -> float:
+        calls.append((len(table), holdout))
+        return 0.25
+
+    state = LoopState(step=5, saved_step=0, micro=7, micro_at_step=7, epoch=0)
+    end_of_epoch(run, state, fake_source, config, ctx, None, validate)
+    assert (state.epoch, state.micro, state.micro_at_step, state.val_top1, calls) == (1, 0, 0, None, [])
+    end_of_epoch(run, state, fake_source, config, ctx, None, validate)
+    assert state.epoch == 2
+    assert state.val_top1 == 0.25
+    assert len(calls) == 1
+    assert calls[0][1] == ("HUVEC-02",)
+    assert calls[0][0] > len(run.val_w)  # the held-out wells and the reference wells
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {k: v for k, v in records[-1].items() if k != "time"} == {
+        "event": "validation",
+        "step": 5,
+        "epoch": 2,
+        "val_top1": 0.25,
+    }

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from phenoprint.data.table import EmbeddingTable
 from phenoprint.index.simulate import VectorDesign, simulate_table
-from phenoprint.index.table import EmbeddingTable
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from phenoprint.data.plate import PlateGroups, infer_plate_groups
+from phenoprint.data.table import EmbeddingTable
 from phenoprint.index.assign import assign_experiment, assign_plate
-from phenoprint.index.build import IndexConfig, build_experiment_index
+from phenoprint.index.build import build_experiment_index
 from phenoprint.index.classify import sirna_scores
-from phenoprint.index.table import EmbeddingTable
+from phenoprint.index.config import IndexConfig
 
 GROUPS = {0: tuple(range(0, 8)), 1: tuple(range(8, 16)), 2: tuple(range(16, 24))}
 CONTROLS = (24, 25)

@@ -9,11 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from phenoprint.data.table import EmbeddingTable
 from phenoprint.errors import EmbeddingTableError, IndexFormatError, UnknownExperimentError
 from phenoprint.index import build as build_module
-from phenoprint.index.build import ExperimentIndex, IndexConfig, build_experiment_index
+from phenoprint.index import experiment as experiment_module
+from phenoprint.index import storage
+from phenoprint.index.build import build_experiment_index
 from phenoprint.index.centering import apply_centering, fit_centering, load_centering, save_centering
-from phenoprint.index.table import EmbeddingTable
+from phenoprint.index.config import IndexConfig
+from phenoprint.index.experiment import ExperimentIndex
 from tests.index.conftest import rehash_manifest
 
 
@@ -36,7 +40,7 @@ def test_entries_are_own_controls_plus_labelled_wells_of_the_same_cell_type(huve
     assert set(others.experiment) == {"HUVEC-02", "HUVEC-03", "HUVEC-04"}
     assert set(others.kind) == {"training"}
     assert len(others) == 3 * 4 * 10
-    assert list(e.columns) == list(build_module.ENTRY_COLUMNS)
+    assert list(e.columns) == list(storage.ENTRY_COLUMNS)
     m = huvec_index.manifest
     assert m["counts"] == {
         "entries": 136,
@@ -114,7 +118,7 @@ def test_save_and_load_round_trip(huvec_index: ExperimentIndex, tmp_path: Path) 
     a, b = back.search(q, 7), huvec_index.search(q, 7)
     np.testing.assert_array_equal(a.ids, b.ids)
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["format_version"] == build_module.FORMAT_VERSION
+    assert manifest["format_version"] == storage.FORMAT_VERSION
     assert manifest["config"] == IndexConfig().to_json()
     assert set(manifest["files"]) == {"centering.npz", "entries.parquet", "index.faiss", "plate_groups.json"}
     assert manifest["created"].endswith("+00:00")
@@ -308,7 +312,7 @@ def test_a_crash_during_save_leaves_the_previous_index_intact(
     def crash(*args, **kwargs):
         raise RuntimeError("power cut")
 
-    monkeypatch.setattr(build_module, "save_centering", crash)
+    monkeypatch.setattr(experiment_module, "save_centering", crash)
     with pytest.raises(RuntimeError, match="power cut"):
         other.save(out)
     monkeypatch.undo()
@@ -387,16 +391,7 @@ def test_site_tables_are_indexed_as_wells(small_table: EmbeddingTable) -> None:
     np.testing.assert_allclose(np.sort(index.vectors, axis=0), np.sort(ref.vectors, axis=0), atol=1e-6)
 
 
-def test_similar_sirnas_ranks_centroids(huvec_index: ExperimentIndex) -> None:
-    sid = int(huvec_index.sirna_ids[3])
-    similar = huvec_index.similar_sirnas(sid, k=5)
-    assert [p.rank for p in similar] == [1, 2, 3, 4, 5]
-    assert sid not in [p.sirna_id for p in similar]
-    want = np.sort(huvec_index.centroids @ huvec_index.centroid(sid))[::-1][1:6]
-    np.testing.assert_allclose([p.score for p in similar], want, rtol=1e-6)
-    np.testing.assert_allclose(np.linalg.norm(huvec_index.centroids, axis=1), 1.0, rtol=1e-5)
-    with pytest.raises(KeyError, match="siRNA 99999"):
-        huvec_index.centroid(99999)
+def test_control_ids_come_from_the_well_type(huvec_index: ExperimentIndex) -> None:
     assert huvec_index.control_ids == frozenset({24, 25, 26, 27})
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from phenoprint.cli import main
-from phenoprint.index.build import ExperimentIndex
-from phenoprint.index.table import EmbeddingTable, write_embeddings
+from phenoprint.data.table import EmbeddingTable, write_embeddings
+from phenoprint.index.experiment import ExperimentIndex
 
 
 @pytest.fixture(scope="module")
@@ -120,18 +120,45 @@ def test_index_info_on_a_folder_of_indexes_lists_them(profiles_path: Path, tmp_p
     assert "holds no index directory" in capsys.readouterr().err
 
 
-def test_cli_choices_match_the_library() -> None:
-    """The parser spells its choices out (to stay free of faiss); they must not drift from the library's."""
-    from phenoprint.index import commands
-    from phenoprint.index.build import CALIBRATION_SOURCES, SCOPES
-    from phenoprint.index.centering import CENTER_METHODS, DEFAULT_RIDGE, REFERENCES
-    from phenoprint.index.classify import MODES
-    from phenoprint.index.faiss_backend import INDEX_KINDS
+def test_cli_choices_and_defaults_match_the_library() -> None:
+    """What the parsers offer and default to is what the library has: the choices of every index option, and the
+    IndexConfig a command line without options builds (index build, build-index, evaluate)."""
+    import argparse
 
-    assert commands._CENTER == CENTER_METHODS
-    assert commands._REFERENCE == REFERENCES
-    assert commands._SCOPE == SCOPES
-    assert commands._KINDS == INDEX_KINDS
-    assert commands._MODES == MODES
-    assert set(commands._CALIBRATION) == set(CALIBRATION_SOURCES)
-    assert commands._DEFAULT_RIDGE == DEFAULT_RIDGE
+    from phenoprint.cli import build_parser
+    from phenoprint.index.centering import CENTER_METHODS, REFERENCES
+    from phenoprint.index.classify import MODES
+    from phenoprint.index.commands import index_config_from_args
+    from phenoprint.index.config import CALIBRATION_SOURCES, INDEX_KINDS, SCOPES, IndexConfig
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    index_sub = next(a for a in sub.choices["index"]._actions if isinstance(a, argparse._SubParsersAction))
+    verbs = {"index build": index_sub.choices["build"], "build-index": sub.choices["build-index"]}
+    verbs["evaluate"] = sub.choices["evaluate"]
+    wanted = {
+        "center": CENTER_METHODS,
+        "reference": REFERENCES,
+        "scope": SCOPES,
+        "kind": INDEX_KINDS,
+        "open_set_calibration": CALIBRATION_SOURCES,
+    }
+    for name, verb in verbs.items():
+        choices = {a.dest: tuple(a.choices) for a in verb._actions if a.choices and a.option_strings}
+        for dest, allowed in wanted.items():
+            if dest in choices:
+                assert set(choices[dest]) == set(allowed), (name, dest)
+        if "mode" in choices or "modes" in choices:
+            assert set(choices.get("mode", choices.get("modes", ()))) - {"both"} == set(MODES), name
+    argv = {
+        "index build": ["index", "build", "--embeddings", "e.parquet", "--experiment", "E", "--out", "o"],
+        "build-index": [
+            *("build-index", "--model", "m", "--data", "d", "--experiment", "E", "--out", "o"),
+            *("--reference", "r.parquet"),
+        ],
+    }
+    for name, args in argv.items():
+        parsed = parser.parse_args(args)
+        assert index_config_from_args(parsed, build=True) == IndexConfig(), name
+    parsed = parser.parse_args(["evaluate", "--embeddings", "e.parquet"])
+    assert index_config_from_args(parsed) == IndexConfig(), "evaluate"

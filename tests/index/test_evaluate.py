@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from phenoprint.data.table import EmbeddingTable, read_embeddings
 from phenoprint.errors import EmbeddingTableError, UnknownExperimentError
-from phenoprint.index.build import IndexConfig
+from phenoprint.index.config import IndexConfig
 from phenoprint.index.evaluate import EvalConfig, evaluate
-from phenoprint.index.table import EmbeddingTable, read_embeddings
 from tests.index.conftest import PROFILE_LABELS
 
 

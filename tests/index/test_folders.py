@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from phenoprint.index.build import ARTIFACT_KIND
 from phenoprint.index.folders import INDEX_ARTIFACT, inspect_index_folder
+from phenoprint.index.storage import ARTIFACT_KIND
 
 
 def _index(path: Path) -> Path:

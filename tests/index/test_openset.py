@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from phenoprint.index.build import IndexConfig, build_experiment_index
+from phenoprint.data.table import EmbeddingTable
+from phenoprint.index.build import build_experiment_index
 from phenoprint.index.classify import classify
+from phenoprint.index.config import IndexConfig
 from phenoprint.index.openset import (
     OpenSetThreshold,
     calibrate_open_set,
@@ -15,7 +17,6 @@ from phenoprint.index.openset import (
     flag_unknown,
 )
 from phenoprint.index.simulate import VectorDesign, simulate_table
-from phenoprint.index.table import EmbeddingTable
 
 
 def test_threshold_is_the_quantile_of_the_known_scores() -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from phenoprint.index.build import IndexConfig
+from phenoprint.data.table import EmbeddingTable
 from phenoprint.index.centering import l2_normalize
+from phenoprint.index.config import IndexConfig
 from phenoprint.index.plots import Panel, batch_silhouette, pca_2d, plots, projection_figures
-from phenoprint.index.table import EmbeddingTable
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

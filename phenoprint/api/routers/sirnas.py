@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Annotated
 
-import pandas as pd
 from fastapi import APIRouter, HTTPException, Path, Query
 
 from phenoprint.api.deps import ServiceDep
 from phenoprint.api.errors import NOT_READY
 from phenoprint.api.registry import LoadedIndex
 from phenoprint.api.schemas import ErrorMessage, SimilarSirna, SirnaLocation, SirnaResponse
+from phenoprint.index.classify import similar_sirnas
 
 router = APIRouter(prefix="/sirnas", tags=["sirnas"])
 
@@ -54,18 +55,17 @@ async def get_sirna(
             )
     else:
         chosen = max(holding.values(), key=lambda li: (_count(li, sirna_id), li.experiment))
-    rows = pd.concat([li.index.entries[li.index.entries["sirna_id"] == sirna_id] for li in holding.values()])
-    rows = rows.drop_duplicates(["experiment", "plate", "well"]).sort_values(["experiment", "plate", "well"])
-    kinds = rows["well_type"].value_counts()
-    similar = chosen.index.similar_sirnas(sirna_id, k)
+    wells = {(w.experiment, w.plate, w.well): w for li in holding.values() for w in li.index.sirna_wells(sirna_id)}
+    rows = [wells[key] for key in sorted(wells)]
+    kinds = Counter(w.well_type for w in rows)
+    similar = similar_sirnas(chosen.index, sirna_id, k)
     names = {k: v for li in holding.values() for k, v in li.sirna_names.items()}
     return SirnaResponse(
         sirna_id=sirna_id,
         sirna=names.get(sirna_id),
-        kind=str(kinds.index[0]),
+        kind=kinds.most_common(1)[0][0],
         locations=[
-            SirnaLocation(experiment=r.experiment, plate=int(r.plate), well=r.well, cell_type=r.cell_type)
-            for r in rows.itertuples()
+            SirnaLocation(experiment=r.experiment, plate=int(r.plate), well=r.well, cell_type=r.cell_type) for r in rows
         ],
         experiments=sorted(holding),
         similar_in=chosen.experiment,
@@ -83,4 +83,4 @@ async def get_sirna(
 
 
 def _count(loaded: LoadedIndex, sirna_id: int) -> int:
-    return int((loaded.index.entries["sirna_id"] == sirna_id).sum())
+    return len(loaded.index.sirna_wells(sirna_id))

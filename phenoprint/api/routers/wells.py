@@ -44,8 +44,7 @@ def _plates(loaded: LoadedIndex, plate: int | None) -> np.ndarray | None:
     index = loaded.index
     if not index.config.per_plate:
         return None
-    prefix = f"{index.experiment}/"
-    known = sorted(int(k[len(prefix) :]) for k in index.centering if k.startswith(prefix))
+    known = index.plates
     shown = ", ".join(map(str, known))
     if plate is None:
         raise invalid_field(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from phenoprint.index.build import ExperimentIndex
+from phenoprint.index.classify import similar_sirnas
+from phenoprint.index.experiment import ExperimentIndex
 from tests.api.conftest import PER_PLATE, TARGET, Artifacts
 
 CONTROL = 7  # FakeSource: ids 6 and 7 are positive controls, 0-5 treatments
@@ -23,7 +24,7 @@ def test_a_control_is_found_in_every_experiment_with_its_neighbours(client: Test
     ]
     assert body["experiments"] == [TARGET, PER_PLATE]
     index = ExperimentIndex.load(artifacts.indexes / body["similar_in"])
-    expected = index.similar_sirnas(CONTROL, 3)
+    expected = similar_sirnas(index, CONTROL, 3)
     assert [(s["sirna_id"], s["rank"]) for s in body["similar"]] == [(p.sirna_id, p.rank) for p in expected]
     assert [s["score"] for s in body["similar"]] == pytest.approx([p.score for p in expected], abs=1e-6)
     kinds = {s["sirna_id"]: s["kind"] for s in body["similar"]}

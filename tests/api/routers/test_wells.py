@@ -11,10 +11,10 @@ from fastapi.testclient import TestClient
 
 from phenoprint.api.app import create_app
 from phenoprint.api.settings import Settings
+from phenoprint.data.table import read_embeddings
 from phenoprint.embedder.inference import load_model
-from phenoprint.index.build import ExperimentIndex
 from phenoprint.index.classify import classify
-from phenoprint.index.table import read_embeddings
+from phenoprint.index.experiment import ExperimentIndex
 from tests.api.conftest import PER_PLATE, TARGET, Artifacts, b02_parts, onboard, png, well_of, well_parts
 
 

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from phenoprint.data.table import EmbeddingTable, feature_names, read_embeddings, write_embeddings
 from phenoprint.errors import EmbeddingTableError, UnknownExperimentError
-from phenoprint.index.table import EmbeddingTable, feature_names, read_embeddings, write_embeddings
 
 
 def _frame(n: int = 6, d: int = 3, seed: int = 0) -> pd.DataFrame:

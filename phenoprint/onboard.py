@@ -1,4 +1,4 @@
-"""Onboarding a new batch: embed its control wells, fit its centering, build its index against reference embeddings."""
+"""Onboarding a new batch (embedder and index together): embed its controls, fit its centering, build its index."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ from torch import nn
 
 from phenoprint.data.layout import site_status
 from phenoprint.data.source import PngSource, SiteSource
+from phenoprint.data.table import EmbeddingTable, read_embeddings, write_embeddings
 from phenoprint.embedder.data import experiment_channel_stats
 from phenoprint.embedder.export import select_wells, wells_to_table
 from phenoprint.embedder.inference import LoadedModel, adapt_to_wells, batchnorm_state, embed_wells
+from phenoprint.embedder.record import EmbedderRecord
 from phenoprint.errors import EmbeddingTableError, MetadataError
-from phenoprint.index.build import IndexConfig, build_experiment_index
-from phenoprint.index.table import EmbeddingTable, read_embeddings, write_embeddings
+from phenoprint.index.build import build_experiment_index
+from phenoprint.index.config import IndexConfig
 
 log = logging.getLogger(__name__)
 
@@ -202,20 +204,20 @@ def onboard_experiment(
     if ref.dim != new.dim:
         raise EmbeddingTableError(f"reference embeddings have {ref.dim} dimensions, the model gives {new.dim}")
     combined = _concat(keep, new)
-    producer: dict[str, object] = {
-        "input_normalization": model.config.normalization,
-        "tta": how.tta,
-        "bn_adapt": how.bn_adapt,
-    }
-    if stats is not None:
-        producer["channel_mean"], producer["channel_std"] = stats[0].tolist(), stats[1].tolist()
+    record = EmbedderRecord(
+        input_normalization=model.config.normalization,
+        tta=how.tta,
+        bn_adapt=how.bn_adapt,
+        channel_stats=stats,
+        bn_state=batchnorm_state(embedder) if how.bn_adapt else None,
+    )
     index = build_experiment_index(
         combined,
         experiment,
         config,
         fingerprint=model.fingerprint,
-        producer=producer,
-        producer_arrays=batchnorm_state(embedder) if how.bn_adapt else None,
+        producer=record.producer(),
+        producer_arrays=record.arrays(),
     )
     out = index.save(out_dir)
     seconds = time.perf_counter() - started
@@ -236,20 +238,6 @@ def experiment_stats(
     return experiment_channel_stats(source, wells, seed=model.config.seed)[experiment]
 
 
-def bn_state_from_index(producer_arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
-    """The adapted batch-norm statistics an onboarded index stored (None when it was built without adaptation)."""
-    state = {k: v for k, v in producer_arrays.items() if k.endswith((".running_mean", ".running_var"))}
-    return state or None
-
-
-def channel_stats_from_manifest(manifest: dict) -> tuple[np.ndarray, np.ndarray] | None:
-    """The per-experiment input statistics an onboarded index recorded (None when it recorded none)."""
-    producer = manifest.get("producer") or {}
-    if "channel_mean" not in producer:
-        return None
-    return np.asarray(producer["channel_mean"], dtype=np.float64), np.asarray(producer["channel_std"], dtype=np.float64)
-
-
 def _concat(a: EmbeddingTable, b: EmbeddingTable) -> EmbeddingTable:
     if a.feature_names != b.feature_names:
         raise EmbeddingTableError("reference and new embeddings have different feature columns")
@@ -257,3 +245,15 @@ def _concat(a: EmbeddingTable, b: EmbeddingTable) -> EmbeddingTable:
     cols += [c for c in ("Metadata_sirna",) if c not in cols and (c in a.meta.columns or c in b.meta.columns)]
     meta = pd.concat([a.meta.reindex(columns=cols), b.meta.reindex(columns=cols)], ignore_index=True)
     return EmbeddingTable(meta, np.concatenate([a.features, b.features]), a.feature_names, b.fingerprint)
+
+
+def onboard_summary(result: OnboardResult) -> str:
+    """One line on what onboarding did, for whoever ran it (the CLI prints it, the demo says it)."""
+    line = (
+        f"onboarded {result.experiment}: {result.embedded_wells} wells embedded (TTA {result.tta}, BN adaptation "
+        f"{'on' if result.bn_adapt else 'off'}), {result.index_entries} index entries, {result.seconds:.1f} s "
+        f"-> {result.index_dir}"
+    )
+    if result.queries_path is not None:
+        line += f"\nwrote its embeddings to {result.queries_path}"
+    return line

@@ -11,16 +11,18 @@ import pytest
 
 from phenoprint.data.source import PngSource
 from phenoprint.data.synth import preset_config, synthesize
+from phenoprint.data.table import read_embeddings
 from phenoprint.embedder.config import ModelConfig, TrainConfig
 from phenoprint.embedder.export import export_embeddings, select_wells
 from phenoprint.embedder.inference import load_model
-from phenoprint.embedder.onboard import channel_stats_from_manifest, embedding_settings, onboard_experiment
+from phenoprint.embedder.record import EmbedderRecord
 from phenoprint.embedder.train import train
 from phenoprint.errors import EmbeddingTableError, MetadataError
-from phenoprint.index.build import ExperimentIndex, IndexConfig
-from phenoprint.index.table import read_embeddings
+from phenoprint.index.config import IndexConfig
+from phenoprint.index.experiment import ExperimentIndex
+from phenoprint.onboard import embedding_settings, onboard_experiment
 
-PROJECT = Path(__file__).resolve().parents[2]
+PROJECT = Path(__file__).resolve().parents[1]
 TARGET = "HUVEC-02"
 
 
@@ -101,7 +103,7 @@ def test_build_index_script_onboards_a_batch_from_its_controls(tiny: dict[str, P
     assert set(own.well_type) <= {"positive_control", "negative_control"}
     assert set(entries.experiment) == {TARGET, "HUVEC-01"}  # same cell type only, by default
     assert index.manifest["centering"]["method"] == "center"
-    stats = channel_stats_from_manifest(index.manifest)
+    stats = EmbedderRecord.read(index.manifest.get("producer"), index.producer_arrays).channel_stats
     assert stats is not None
     assert stats[0].shape == (6,)
     # every well of the batch was embedded to the queries file, treatments unlabelled as in its metadata
@@ -171,7 +173,6 @@ def test_bn_adapted_onboarding_serves_the_same_vectors_it_indexed(tiny: dict[str
     import numpy as np
 
     from phenoprint.embedder.inference import WellImages
-    from phenoprint.embedder.onboard import bn_state_from_index
 
     model = load_model(tiny["run"], "cpu")
     source = PngSource(tiny["batch"])
@@ -188,13 +189,13 @@ def test_bn_adapted_onboarding_serves_the_same_vectors_it_indexed(tiny: dict[str
         progress=False,
     )
     index = ExperimentIndex.load(tmp_path / "i", expected_fingerprint=model.fingerprint)
-    state = bn_state_from_index(index.producer_arrays)
+    state = EmbedderRecord.read(index.manifest.get("producer"), index.producer_arrays).bn_state
     assert state is not None
     assert any(k.endswith(".running_var") for k in state)
     table = read_embeddings(tmp_path / "q.parquet")
     row = table.meta.iloc[5]
     sites = np.stack([source.load(TARGET, int(row.Metadata_plate), row.Metadata_well, s) for s in (1, 2)])
-    stats = channel_stats_from_manifest(index.manifest)
+    stats = EmbedderRecord.read(index.manifest.get("producer"), index.producer_arrays).channel_stats
     adapted = model.embed_batch([WellImages(sites, channel_stats=stats, bn_state=state)])[0].well
     plain = model.embed_batch([WellImages(sites, channel_stats=stats)])[0].well
     np.testing.assert_allclose(adapted, table.features[5], atol=1e-4)

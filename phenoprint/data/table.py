@@ -1,4 +1,4 @@
-"""The embedding table: Parquet, one row per well (or site), ``Metadata_*`` columns then float32 features."""
+"""The embedding table that the embedder and the index exchange: Parquet, ``Metadata_*`` columns, float32 features."""
 
 from __future__ import annotations
 

@@ -1,0 +1,118 @@
+"""Command-line verbs of the jobs that use the embedder and the index together: ``train`` (validated through the
+index) and ``build-index`` (onboarding a new batch)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from phenoprint.cli import Command
+from phenoprint.embedder.commands import add_source, add_train_arguments, train_config_from_args
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from phenoprint.data.source import open_source
+    from phenoprint.embedder.train import train
+    from phenoprint.index.evaluate import validation_top1
+
+    config = train_config_from_args(args)
+    result = train(config, open_source(args.data, args.pack), args.out, resume=args.resume, validate=validation_top1)
+    if result.fingerprint is not None:
+        val = "none (nothing held out)" if result.val_top1 is None else f"{result.val_top1:.3f}"
+        print(f"trained {result.steps} steps; loss {result.final_loss:.4f}; validation top-1 {val}")
+        print(f"run: {result.run_dir}  fingerprint: {result.fingerprint[:16]}  (see MODEL_CARD.md there)")
+    return 0
+
+
+def add_build_index_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `phenoprint build-index` and `scripts/build_index.py` (one function, two entry points)."""
+    from phenoprint.index.commands import add_build_options, add_centering_options
+
+    p.add_argument("--model", type=Path, required=True, help="a finished run directory (phenoprint train --out)")
+    add_source(p)
+    p.add_argument("--experiment", required=True, help="the new batch's experiment name")
+    p.add_argument("--out", type=Path, required=True, help="index directory to create or replace (atomically)")
+    p.add_argument(
+        "--reference",
+        type=Path,
+        required=True,
+        dest="reference_embeddings",
+        help="embeddings of the training experiments (phenoprint embed output of the same model)",
+    )
+    add_centering_options(p, deprecated_reference=False)
+    add_build_options(p)
+    p.add_argument(
+        "--queries-out",
+        type=Path,
+        default=None,
+        help="also embed all the batch's wells and write them here (to classify them later)",
+    )
+    p.add_argument(
+        "--tta",
+        type=int,
+        default=None,
+        help="dihedral transforms averaged per site (1-8); default: as the reference embeddings were made (their "
+        "table records it), so that the batch and the reference are embedded alike",
+    )
+    p.add_argument(
+        "--bn-adapt",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="re-estimate batch-norm statistics on the batch; default: as the reference embeddings were made",
+    )
+    p.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="embed with the --tta / --bn-adapt given even where the reference was embedded otherwise (a warning "
+        "instead of an error; accuracy drops)",
+    )
+    p.add_argument("--batch-size", type=int, default=64, help="wells per forward pass")
+    p.add_argument("--workers", type=int, default=2, help="data-loading processes")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
+
+
+def run_build_index(args: argparse.Namespace) -> int:
+    """Onboard one batch: embed its controls, fit its centering, write its index."""
+    from phenoprint.data.source import open_source
+    from phenoprint.embedder.inference import load_model
+    from phenoprint.index.commands import index_config_from_args
+    from phenoprint.onboard import onboard_experiment, onboard_summary
+
+    result = onboard_experiment(
+        load_model(args.model, args.device),
+        open_source(args.data, args.pack),
+        args.experiment,
+        args.reference_embeddings,
+        args.out,
+        index_config_from_args(args, build=True),
+        queries_out=args.queries_out,
+        progress=not getattr(args, "quiet", False),
+        tta=args.tta,
+        bn_adapt=args.bn_adapt,
+        allow_mismatch=args.allow_mismatch,
+        batch_size=args.batch_size,
+        workers=args.workers,
+    )
+    print(onboard_summary(result))
+    return 0
+
+
+COMMANDS = [
+    Command(
+        "train",
+        "train the 6-channel margin-loss embedder (CPU, GPU, or torchrun for many GPUs)",
+        add_train_arguments,
+        _run_train,
+        description="Train a timm backbone with a BN-Linear-BN neck and an ArcFace / CosFace / cosine-softmax head "
+        "on the labelled wells of a data root. Multi-GPU: torchrun --nproc-per-node N -m phenoprint train …",
+    ),
+    Command(
+        "build-index",
+        "onboard a new batch: embed its controls, fit its centering, build its index",
+        add_build_index_arguments,
+        run_build_index,
+        description="The per-new-batch job (also scripts/build_index.py). From the batch's images and a metadata "
+        "file that labels only its control wells: embed the controls, fit the batch's centering on them, and build "
+        "its index against the reference embeddings of the training experiments.",
+    ),
+]

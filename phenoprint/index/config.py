@@ -1,0 +1,78 @@
+"""How a per-experiment index is built and queried: :class:`IndexConfig`, saved resolved in every index's manifest."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal, get_args
+
+from phenoprint.index.centering import CENTER_METHODS, DEFAULT_RIDGE, REFERENCES, CenterMethod, Reference
+
+IndexKind = Literal["flat", "ivf", "hnsw"]
+INDEX_KINDS: tuple[str, ...] = get_args(IndexKind)
+#: The open-set threshold's default: the share of known calibration wells allowed below it.
+DEFAULT_QUANTILE = 0.05
+
+Scope = Literal["same_cell_type", "all"]
+SCOPES: tuple[str, ...] = get_args(Scope)
+CalibrationSource = Literal["controls", "training"]
+CALIBRATION_SOURCES: tuple[str, ...] = get_args(CalibrationSource)
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How a per-experiment index is built and queried (saved resolved in every index's manifest)."""
+
+    center: CenterMethod = "tvn"  # none | center | center_scale | tvn, fitted per experiment on its reference wells
+    reference: Reference = "controls"  # controls | all: which wells the centering statistics are fitted on
+    pca_dim: int | None = None  # TVN: components estimated one by one (None: half the reference wells, at most d)
+    ridge: float = DEFAULT_RIDGE  # TVN: λ of (Σ + λI)^(-1/2) as a fraction of the mean eigenvalue
+    per_plate: bool = False  # fit the statistics per (experiment, plate) instead of per experiment
+    scope: Scope = "same_cell_type"  # same_cell_type | all: which other experiments' labelled wells are indexed
+    kind: IndexKind = "flat"  # flat (exact) | ivf | hnsw (approximate, for large references)
+    nlist: int | None = None  # IVF: inverted lists (None: about 4·sqrt(entries))
+    nprobe: int = 16  # IVF: lists visited per query
+    hnsw_m: int = 32  # HNSW: neighbours per node
+    ef_construction: int = 200  # HNSW: candidate list while building
+    ef_search: int = 128  # HNSW: candidate list while searching
+    n_neighbors: int = 50  # kNN classification: neighbours that vote
+    temperature: float = 0.1  # kNN classification: vote weight exp((cos - best cos) / temperature)
+    open_set_quantile: float = DEFAULT_QUANTILE  # accepted false-unknown rate on the calibration wells (0: off)
+    open_set_calibration: CalibrationSource = (
+        "training"  # training (other experiments' treatments) or controls (its own)
+    )
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("center", CENTER_METHODS),
+            ("reference", REFERENCES),
+            ("scope", SCOPES),
+            ("kind", INDEX_KINDS),
+            ("open_set_calibration", CALIBRATION_SOURCES),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        positive = ("nprobe", "hnsw_m", "ef_construction", "ef_search", "n_neighbors")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        for name in ("pca_dim", "nlist"):
+            value = getattr(self, name)
+            if value is not None and int(value) < 1:
+                raise ValueError(f"{name} must be >= 1 or None; got {value}")
+        if not self.ridge > 0:
+            raise ValueError(f"ridge must be > 0; got {self.ridge}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0; got {self.temperature}")
+        if not 0 <= self.open_set_quantile < 1:
+            raise ValueError(f"open_set_quantile must be in [0, 1); got {self.open_set_quantile}")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> IndexConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown IndexConfig field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**data)

@@ -1,0 +1,58 @@
+"""Centering a whole embedding table: every experiment (or plate) fitted on its own reference wells, then applied."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from phenoprint.data.table import EmbeddingTable
+from phenoprint.errors import EmbeddingTableError
+from phenoprint.index.centering import REFERENCES, CenteringStats, apply_centering_by, fit_centering_by
+
+
+def batch_keys(meta: pd.DataFrame, per_plate: bool) -> np.ndarray:
+    """The centering batch of each row: its experiment, or ``experiment/plate`` when fitting per plate."""
+    exp = meta["Metadata_experiment"].astype(str)
+    if per_plate:
+        return (exp + "/" + meta["Metadata_plate"].astype(str)).to_numpy(dtype=str)
+    return exp.to_numpy(dtype=str)
+
+
+def reference_mask(table: EmbeddingTable, reference: str) -> np.ndarray:
+    """The rows centering statistics are fitted on: control wells (by ``Metadata_well_type``) or all wells."""
+    if reference == "controls":
+        return table.control_mask()
+    if reference == "all":
+        return np.ones(len(table), dtype=bool)
+    raise ValueError(f"reference must be one of {', '.join(REFERENCES)}; got {reference!r}")
+
+
+def fit_table_centering(
+    table: EmbeddingTable, method: str, reference: str, *, pca_dim: int | None, ridge: float, per_plate: bool
+) -> dict[str, CenteringStats]:
+    """Fit every batch of the table on its own reference wells (one set of statistics per experiment or plate).
+
+    Raises:
+        EmbeddingTableError: a batch has no (or too few) reference wells; the message suggests ``--center-on all``.
+    """
+    keys = batch_keys(table.meta, per_plate)
+    ref = reference_mask(table, reference)
+    if method != "none":
+        need = 1 if method == "center" else 2
+        counts = pd.Series(ref).groupby(keys).sum()
+        short = counts[counts < need]
+        if len(short):
+            controls = reference == "controls"
+            what = "control wells (Metadata_well_type positive_control/negative_control)" if controls else "wells"
+            hint = "; use --center-on all to centre on all its wells (for data without controls)" if controls else ""
+            others = f" ({len(short)} batches are short)" if len(short) > 1 else ""
+            raise EmbeddingTableError(
+                f"batch {short.index[0]} has {int(short.iloc[0])} {what} but centering {method!r} needs at least "
+                f"{need}{others}{hint}"
+            )
+    return fit_centering_by(table.features, keys, ref, method, pca_dim=pca_dim, ridge=ridge)
+
+
+def center_table(table: EmbeddingTable, stats: dict[str, CenteringStats], per_plate: bool) -> np.ndarray:
+    """Every row centred with its own batch's statistics: (n, d) L2-normalized float32."""
+    return apply_centering_by(table.features, batch_keys(table.meta, per_plate), stats)
