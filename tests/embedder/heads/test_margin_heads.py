@@ -121,7 +121,8 @@ def test_the_label_check_reads_nothing_back_from_an_accelerator(monkeypatch) -> 
     labels = torch.empty(8, dtype=torch.long, device="meta")
     _check_labels(labels, 5)
     assert len(queued) == 1
-    assert queued[0][0].device.type == "meta" and queued[0][0].dtype == torch.bool
+    assert queued[0][0].device.type == "meta"
+    assert queued[0][0].dtype == torch.bool
     assert "labels must lie in [0, num_classes)" in queued[0][1]
     with pytest.raises(ValueError, match=r"got range \[0, 5\]"):
         _check_labels(torch.tensor([0, 5]), 5)  # the CPU path still names the range
