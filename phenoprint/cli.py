@@ -45,6 +45,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "phenoprint.data.commands",
     "phenoprint.index.commands",
     "phenoprint.embedder.commands",
+    "phenoprint.prediction.commands",
     "phenoprint.api.commands",
 )
 #: The verbs in the order a user runs them (``phenoprint --help`` lists them so); verbs not named here come last.
@@ -57,6 +58,7 @@ COMMAND_ORDER: tuple[str, ...] = (
     "evaluate",
     "build-index",
     "index",
+    "predict",
     "serve",
 )
 _EPILOG = (

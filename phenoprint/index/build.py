@@ -33,7 +33,7 @@ from phenoprint.index.centering import (
     load_centering,
     save_centering,
 )
-from phenoprint.index.classify import Prediction
+from phenoprint.index.classify import MODES, Prediction
 from phenoprint.index.faiss_backend import INDEX_KINDS, Neighbors
 from phenoprint.index.openset import (
     DEFAULT_QUANTILE,
@@ -69,7 +69,7 @@ CALIBRATION_SOURCES: tuple[str, ...] = get_args(CalibrationSource)
 class IndexConfig:
     """How a per-experiment index is built and queried (saved resolved in every index's manifest)."""
 
-    center: str = "tvn"  # none | center | center_scale | tvn, fitted per experiment on its reference wells
+    center: str = "tvn"  # none | center | center_scale | tvn (fitted per experiment on its reference wells) | auto
     reference: str = "controls"  # controls | all: which wells the centering statistics are fitted on
     pca_dim: int | None = None  # TVN: components estimated one by one (None: half the reference wells, at most d)
     ridge: float = DEFAULT_RIDGE  # TVN: λ of (Σ + λI)^(-1/2) as a fraction of the mean eigenvalue
@@ -85,10 +85,12 @@ class IndexConfig:
     temperature: float = 0.1  # kNN classification: vote weight exp((cos - best cos) / temperature)
     open_set_quantile: float = DEFAULT_QUANTILE  # accepted false-unknown rate on the calibration wells (0: off)
     open_set_calibration: str = "training"  # training (other experiments' treatments) | controls (the target's own)
+    mode: str = "centroid"  # knn | centroid: how the service and `predict` name wells (auto: chosen on the controls)
 
     def __post_init__(self) -> None:
         for name, allowed in (
-            ("center", CENTER_METHODS),
+            ("center", (*CENTER_METHODS, "auto")),
+            ("mode", (*MODES, "auto")),
             ("reference", REFERENCES),
             ("scope", SCOPES),
             ("kind", INDEX_KINDS),
@@ -608,6 +610,11 @@ def build_experiment_index(
         )
     table = table.aggregate_sites()
     table = table.subset(scope_mask(table, experiment, config.scope))
+    selection = None
+    if config.center == "auto" or config.mode == "auto":  # scored on the batch's own controls
+        from phenoprint.index.choose import choose_config
+
+        config, selection = choose_config(table, experiment, config)
     groups = learn_plate_groups(table, exclude=experiment)
     stats = fit_table_centering(
         table,
@@ -623,6 +630,8 @@ def build_experiment_index(
     )
     if producer:
         index.manifest["producer"] = producer
+    if selection is not None:
+        index.manifest["selection"] = selection.to_json()
     index.producer_arrays = dict(producer_arrays or {})
     log.info(
         "built the index of %s: %d wells of %d siRNAs (its own controls and %d other experiments), centering %s "
@@ -773,6 +782,7 @@ def assemble_index(
             "n_reference": {k: stats[k].n_reference for k in target_keys},
         },
         "scope": config.scope,
+        "mode": config.mode,
         "index": {"kind": config.kind, "ntotal": int(index.ntotal)},
         "counts": {
             "entries": len(entries),

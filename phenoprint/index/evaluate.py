@@ -22,6 +22,7 @@ from phenoprint.index.build import (
     scope_mask,
 )
 from phenoprint.index.centering import l2_normalize
+from phenoprint.index.choose import choose_config, wants_auto
 from phenoprint.index.classify import MODES, classify, sirna_scores
 from phenoprint.index.metrics import mean_average_precision, replicate_average_precision, silhouette
 from phenoprint.index.table import EmbeddingTable
@@ -81,6 +82,8 @@ class EvalReport:
             means better mixed batches).
         skipped: held-out experiments that could not be evaluated → why.
         seconds: wall time.
+        choices: with ``center`` or ``mode`` ``auto``: held-out experiment → the choice made on its own controls
+            (:class:`phenoprint.index.choose.Selection` as JSON); its answers are the ``auto_*`` metrics.
         per_query: one row per query with its truth and predictions (not in the JSON).
     """
 
@@ -94,6 +97,7 @@ class EvalReport:
     skipped: dict[str, str]
     seconds: float
     per_query: pd.DataFrame = field(repr=False, compare=False)
+    choices: dict[str, dict[str, Any]] = field(default_factory=dict)  # experiment → what ``auto`` chose and why
 
     def metrics(self) -> list[str]:
         return list(self.overall)
@@ -109,6 +113,7 @@ class EvalReport:
             "silhouette": self.silhouette,
             "skipped": self.skipped,
             "seconds": round(self.seconds, 3),
+            "choices": self.choices,
         }
 
     def format_table(self) -> str:
@@ -127,7 +132,7 @@ class EvalReport:
         for title, rows in (("overall", {"all": self.overall}), ("per cell type", self.per_cell_type)):
             lines += ["", f"{title}:", header]
             for group, metrics in rows.items():
-                for mode in self.config.modes:
+                for mode in (*self.config.modes, *(("auto",) if self.choices else ())):
                     vals = "".join(_fmt(metrics.get(f"{mode}_{key}")) for key, _ in cols)
                     lines.append(f"{(group + ' ' + mode)[:22]:<22}{vals}")
         lines.append("")
@@ -137,6 +142,9 @@ class EvalReport:
                 lines.append(
                     f"{name}: before {_fmt(pair.get('before')).strip()} -> after {_fmt(pair.get('after')).strip()}"
                 )
+        for exp, choice in self.choices.items():
+            noisy = " (within noise)" if choice.get("within_noise") else ""
+            lines.append(f"auto for {exp}: {choice.get('reason')}{noisy}")
         for exp, why in self.skipped.items():
             lines.append(f"skipped {exp}: {why}")
         return "\n".join(lines)
@@ -169,13 +177,24 @@ def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
     plates = meta["Metadata_plate"].to_numpy(dtype=np.int64)
     is_query = (labels >= 0) & (meta["Metadata_well_type"] == "treatment").to_numpy()
     holdout = _holdouts(table, config.holdout, is_query)
-    stats = fit_table_centering(
-        table, ic.center, ic.reference, pca_dim=ic.pca_dim, ridge=ic.ridge, per_plate=ic.per_plate
-    )
-    centred = center_table(table, stats, ic.per_plate)
+    auto = wants_auto(ic)
+    fitted: dict[tuple[str, bool], tuple[dict, np.ndarray]] = {}
+
+    def centring(center: str, per_plate: bool) -> tuple[dict, np.ndarray]:
+        """Every experiment centred once per (centering, per plate) asked for."""
+        if (center, per_plate) not in fitted:
+            st = fit_table_centering(
+                table, center, ic.reference, pca_dim=ic.pca_dim, ridge=ic.ridge, per_plate=per_plate
+            )
+            fitted[center, per_plate] = st, center_table(table, st, per_plate)
+        return fitted[center, per_plate]
+
+    if not auto:
+        stats, centred = centring(ic.center, ic.per_plate)
 
     parts: list[pd.DataFrame] = []
     skipped: dict[str, str] = {}
+    choices: dict[str, dict[str, Any]] = {}
     for exp in holdout:
         q = is_query & (exps == exp)
         if not q.any():
@@ -185,10 +204,16 @@ def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
         if not others.any():
             skipped[exp] = f"no labelled wells of other experiments in scope {ic.scope!r}"
             continue
+        exp_ic, modes = ic, config.modes
+        if auto:  # chosen on the held-out experiment's own controls, as onboarding it would choose
+            exp_ic, selection = choose_config(table.subset(scope_mask(table, exp, ic.scope)), exp, ic)
+            choices[exp] = selection.to_json()
+            stats, centred = centring(exp_ic.center, exp_ic.per_plate)
+            modes = tuple(dict.fromkeys((*config.modes, exp_ic.mode)))
         groups = None
         if config.assign:
             groups = learn_plate_groups(table, exclude=exp, within=scope_mask(table, exp, ic.scope), quiet=True)
-        index = assemble_index(table, centred, stats, exp, ic, table.fingerprint, plate_groups=groups)
+        index = assemble_index(table, centred, stats, exp, exp_ic, table.fingerprint, plate_groups=groups)
         y = labels[q]
         frame = pd.DataFrame(
             {
@@ -200,7 +225,7 @@ def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
                 "reachable": np.isin(y, index.sirna_ids),
             }
         )
-        for mode in config.modes:
+        for mode in modes:
             cls = classify(centred[q], index, k=config.k, mode=mode)
             frame[f"{mode}_pred"] = cls.top1
             frame[f"{mode}_top1"] = cls.top1 == y
@@ -211,6 +236,9 @@ def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
                 a = assign_experiment(sc.scores, sc.sirna_ids, plates[q], index.plate_groups)
                 frame[f"{mode}_assigned"] = a.sirna_ids
                 frame[f"{mode}_assigned_top1"] = a.sirna_ids == y
+        if auto:
+            for column in [c for c in frame.columns if c.startswith(f"{exp_ic.mode}_")]:
+                frame["auto_" + column[len(exp_ic.mode) + 1 :]] = frame[column]
         parts.append(frame)
         log.debug("evaluated %s: %d queries against %d entries", exp, int(q.sum()), len(index))
     if not parts:
@@ -224,6 +252,9 @@ def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
         return {c: float(frame[c].mean()) for c in metric_cols}
 
     held = np.isin(exps, [e for e in holdout if e not in skipped])
+    if auto:  # mAP and mixing "after" centering: with the centering chosen most often
+        picks = pd.Series([(c["center"], c["per_plate"]) for c in choices.values()])
+        stats, centred = centring(*picks.value_counts().index[0])
     report = EvalReport(
         config=config,
         n_queries=len(per_query),
@@ -235,6 +266,7 @@ def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
         skipped=skipped,
         seconds=time.perf_counter() - started,
         per_query=per_query,
+        choices=choices,
     )
     log.debug("evaluation took %.2f s", report.seconds)
     return report
