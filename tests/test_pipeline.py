@@ -50,7 +50,20 @@ def test_the_demo_chain_runs_end_to_end_and_reuses_finished_steps(tmp_path: Path
         ("batch effects", "plain"),
         ("oracle twin", "adapted"),
     }
-    assert set(table.centering) == {"none", "center", "tvn"}
+    assert set(table.centering) == {"none", "center", "tvn", "auto"}
+    assert table.loc[table.centering == "auto", "auto mode + plate assignment"].between(0, 1).all()
+    predicted = pd.read_parquet(config.workdir / "predictions.parquet")  # `predict` on the held-out batches
+    assert set(predicted.Metadata_experiment) == {"HUVEC-02", "RPE-02"}
+    assert {"assigned_sirna_id", "plate_group", "confidence", "unknown", "true_sirna_id"} <= set(predicted.columns)
+    submission = pd.read_csv(config.workdir / "submission.csv")
+    assert (
+        not submission.groupby(submission.id_code.str.split("_").str[0])
+        .sirna.apply(lambda s: s.duplicated().any())
+        .any()
+    )
+    batch = json.loads((config.workdir / "predict.json").read_text())
+    assert 0 <= batch["per_well_top1"] <= 1
+    assert 0 <= batch["assigned_top1"] <= 1
     assert ((table["knn top-1"] >= 0) & (table["knn top-1"] <= 1)).all()
     assert (table["wells"] > 0).all()
     assert table["chance"].nunique() == 1

@@ -19,6 +19,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--embeddings",
         type=Path,
+        nargs="+",
         default=None,
         help="the batch's embedding table (what build-index --queries-out writes); or give --data and --model",
     )
@@ -56,7 +57,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     if args.embeddings is not None:
         if args.model is not None:
             return _usage("give either --embeddings or --data with --model, not both")
-        table = read_embeddings(args.embeddings)
+        table = concat_tables([read_embeddings(p) for p in args.embeddings])
     elif args.data is not None and args.model is not None:
         table = concat_tables([embed_batch(args.model, args.data, args.pack, ix, args.workers) for ix in indexes])
     else:

@@ -58,6 +58,12 @@ def _plates(loaded: LoadedIndex, plate: int | None) -> np.ndarray | None:
     return np.array([plate])
 
 
+def centering_name(index) -> str:
+    """The index's centering in words (``tvn``, ``center per plate``), with ``(auto)`` when chosen on its controls."""
+    c = index.config
+    return f"{c.center}{' per plate' if c.per_plate else ''}{' (auto)' if 'selection' in index.manifest else ''}"
+
+
 @router.post(
     "/classify",
     summary="Name the siRNA of one well",
@@ -79,7 +85,8 @@ async def classify_well(
         decoded = time.perf_counter()
         vectors = await arrival.submit(service.well_images(upload.sites, loaded, cell_type))
     embedded = time.perf_counter()
-    top_k, mode, index = form.top_k, settings.classify_mode, loaded.index
+    top_k, index = form.top_k, loaded.index
+    mode = settings.classify_mode or index.config.mode  # the index's own mode unless the service overrides it
 
     def search() -> Classification:
         return classify(index.center(vectors.well[None, :], plates), index, k=top_k, mode=mode)
@@ -96,6 +103,7 @@ async def classify_well(
         unknown=bool(result.unknown[0]),
         best_similarity=float(result.best_similarity[0]),
         mode=mode,
+        centering=centering_name(index),
         plate=form.plate,
         well=_well(form.well, upload.well),
         sites=list(upload.site_numbers),
