@@ -99,9 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         result["accuracy"] = accuracy(concat_tables([read_embeddings(e) for e in args.embeddings]), holdout)
         result["accuracy_source"] = [str(e) for e in args.embeddings]
     else:
-        design = VectorDesign(cell_types=(("HUVEC", 4), ("RPE", 3)), n_treatments=200, n_positive_controls=10, dim=32)
+        design = VectorDesign.small(n_treatments=200, n_positive_controls=10, dim=32)
         result["accuracy"] = accuracy(simulate_table(design, seed=1), holdout)
-        result["accuracy_source"] = "synthetic vectors (simulate_table, 7 experiments, 211 classes, 32-d)"
+        result["accuracy_source"] = "synthetic vectors (VectorDesign.small: 7 experiments, 211 classes, 32-d)"
     if args.oracle:
         result["oracle"] = accuracy(concat_tables([read_embeddings(e) for e in args.oracle]), holdout)
     write_json_atomic(result, args.out)
