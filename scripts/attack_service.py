@@ -65,7 +65,9 @@ TEMPORARY = re.compile(r"^\..+(\.tmp|\.tmp-\w+|\.old-\w+)$|^\.step-\d{8}\.\w+$")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False
+    )
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/attack_service.json"), help="JSON result file")
     p.add_argument("--work", type=Path, default=None, help="folder for the artifacts (default: a temporary folder)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data, the training runs and the kill moments")

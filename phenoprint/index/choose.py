@@ -181,8 +181,8 @@ def _score_all(
     rows: list[dict[str, Any]] = []
     for center, per_plate in centers:
         ic = replace(quiet, center=center, per_plate=per_plate)
-        right = {m: [] for m in modes}
-        right_assigned = {m: [] for m in modes}
+        right: dict[str, list[np.ndarray]] = {m: [] for m in modes}
+        right_assigned: dict[str, list[np.ndarray]] = {m: [] for m in modes}
         ap: list[np.ndarray] = []
         try:
             other_stats = fit_table_centering(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Literal, cast
 
 import anyio.to_thread
 import numpy as np
@@ -86,7 +86,8 @@ async def classify_well(
         vectors = await arrival.submit(service.well_images(upload.sites, loaded, cell_type))
     embedded = time.perf_counter()
     top_k, index = form.top_k, loaded.index
-    mode = settings.classify_mode or index.config.mode  # the index's own mode unless the service overrides it
+    # the index's own mode unless the service overrides it (IndexConfig validates it is one of the two)
+    mode = settings.classify_mode or cast(Literal["knn", "centroid"], index.config.mode)
 
     def search() -> Classification:
         return classify(index.center(vectors.well[None, :], plates), index, k=top_k, mode=mode)
