@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from phenoprint.atomic import atomic_path
-from phenoprint.errors import EmbeddingTableError, UnknownExperimentError
+from phenoprint.errors import EmbeddingTableError, IndexFormatError, UnknownExperimentError
 from phenoprint.index.build import ExperimentIndex
 from phenoprint.index.decode import BatchPrediction, predict_experiment
 from phenoprint.index.folders import inspect_index_folder
@@ -64,15 +64,19 @@ def index_dirs(indexes: Path, experiments: tuple[str, ...] = ()) -> list[Path]:
     ``experiments`` (all of them when none is named).
 
     Raises:
+        IndexFormatError: ``indexes`` is neither an index nor a folder of indexes (what it is, and what to pass).
         UnknownExperimentError: a named experiment has no index there.
     """
     folder = inspect_index_folder(indexes)
     if folder.kind == "index":
         return [Path(indexes)]
+    if folder.kind != "root":
+        raise IndexFormatError(
+            folder.problem
+            or f"{indexes} holds no index directory: pass an experiment's index (indexes/EXP) or the folder of them"
+        )
     found = {p.name: p for p in folder.indexes}
     if not experiments:
-        if not found:
-            raise UnknownExperimentError("(any)", [])
         return [found[k] for k in sorted(found)]
     missing = [e for e in experiments if e not in found]
     if missing:
