@@ -161,3 +161,32 @@ def embed_batch(model_dir: Path, data: Path, pack: Path | None, index: Experimen
     return wells_to_table(
         emb.wells, emb.vectors, model.fingerprint, {"tta": tta, "bn_adapt": bool(producer.get("bn_adapt"))}
     )
+
+
+def table_from_parquet_bytes(data: bytes) -> EmbeddingTable:
+    """An embedding table sent as the bytes of a Parquet file (what ``phenoprint embed`` and ``build-index
+    --queries-out`` write), with the model fingerprint its writer stored.
+
+    Raises:
+        EmbeddingTableError: not a Parquet file, or not an embedding table (what is missing, as for a file).
+    """
+    import io
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from phenoprint.index.table import PARQUET_META_KEY
+
+    try:
+        arrow = pq.read_table(io.BytesIO(data))
+        frame = arrow.to_pandas()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise EmbeddingTableError(f"not a readable Parquet file ({exc})") from exc
+    raw = (arrow.schema.metadata or {}).get(PARQUET_META_KEY)
+    try:
+        info = json.loads(raw) if raw else {}
+    except ValueError as exc:
+        raise EmbeddingTableError(f"the table's phenoprint metadata is not JSON ({exc})") from exc
+    fingerprint = info.get("fingerprint") if isinstance(info, dict) else None
+    return EmbeddingTable.from_frame(frame, fingerprint=fingerprint if isinstance(fingerprint, str) else None)
