@@ -46,6 +46,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "phenoprint.index.commands",
     "phenoprint.embedder.commands",
     "phenoprint.commands",
+    "phenoprint.prediction.commands",
     "phenoprint.api.commands",
 )
 #: The verbs in the order a user runs them (``phenoprint --help`` lists them so); verbs not named here come last.
@@ -58,6 +59,7 @@ COMMAND_ORDER: tuple[str, ...] = (
     "evaluate",
     "build-index",
     "index",
+    "predict",
     "serve",
 )
 _EPILOG = (

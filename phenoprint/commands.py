@@ -39,7 +39,7 @@ def add_build_index_arguments(p: argparse.ArgumentParser) -> None:
         dest="reference_embeddings",
         help="embeddings of the training experiments (phenoprint embed output of the same model)",
     )
-    add_centering_options(p, deprecated_reference=False)
+    add_centering_options(p, deprecated_reference=False, default_center="auto")
     add_build_options(p)
     p.add_argument(
         "--queries-out",
@@ -94,6 +94,9 @@ def run_build_index(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     print(onboard_summary(result))
+    from phenoprint.index.commands import print_selection
+
+    print_selection(result.index_dir)
     return 0
 
 

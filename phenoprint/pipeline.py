@@ -22,6 +22,7 @@ import pandas as pd
 
 from phenoprint.atomic import atomic_path, write_json_atomic
 from phenoprint.index.centering import CenterMethod
+from phenoprint.index.config import CenterChoice
 
 if TYPE_CHECKING:
     from phenoprint.data.table import EmbeddingTable
@@ -41,7 +42,7 @@ Say = Callable[[str], None]
 
 log = logging.getLogger(__name__)
 
-CENTERINGS: tuple[CenterMethod, ...] = ("none", "center", "tvn")
+CENTERINGS: tuple[CenterChoice, ...] = ("none", "center", "tvn", "auto")  # auto: chosen per held-out experiment
 COMPLETE = ".complete"  # marks a folder whose files were all written
 
 
@@ -64,7 +65,8 @@ class DemoConfig:
     normalization: str = "experiment"  # input standardization: per experiment (keeps intensity phenotypes)
     bn_adapt: bool = True  # per-experiment batch-norm statistics at embedding time
     tta: int = 8  # dihedral transforms averaged at embedding time (exports, onboarding, the service)
-    onboard_center: CenterMethod = "tvn"  # centering of the indexes the service uses
+    onboard_center: CenterChoice = "auto"  # centering of the service's indexes (auto: chosen on the batch's controls)
+    projection_center: CenterMethod = "tvn"  # centering shown in the projections (one choice for every experiment)
     workers: int = 2  # processes for data generation and loading
     serve: bool = True  # keep serving the API after the demo query, until Ctrl-C
     port: int = 8000  # API port; a free one when it is taken (0: always a free one)
@@ -267,19 +269,22 @@ def export_reference(
     return out
 
 
-def _index_of(path: Path, fingerprint: str) -> bool:
-    """Whether ``path`` holds a complete, intact index of this model's embeddings in this phenoprint's format."""
+def _index_of(path: Path, fingerprint: str, center: str | None = None) -> bool:
+    """Whether ``path`` holds a complete, intact index of this model's embeddings in this phenoprint's format (and,
+    when ``center`` is given, built with that centering, ``auto`` meaning one chosen on the controls)."""
     from phenoprint.errors import IndexFormatError
     from phenoprint.index.experiment import ExperimentIndex
 
     if not (path / "manifest.json").is_file():
         return False
     try:
-        ExperimentIndex.load(path, expected_fingerprint=fingerprint)
+        index = ExperimentIndex.load(path, expected_fingerprint=fingerprint)
     except IndexFormatError as exc:
         log.info("rebuilding %s: %s", path, exc)
         return False
-    return True
+    if center is not None and (("selection" in index.manifest) != (center == "auto")):
+        return False
+    return center is None or center == "auto" or index.config.center == center
 
 
 def export_plain(config: DemoConfig, run: Path, root: Path, pack: Path, say: Say = log.info) -> Path:
@@ -345,7 +350,9 @@ def onboard(
         index_dir = config.workdir / "indexes" / exp
         query_path = config.workdir / "embeddings" / f"{exp}.parquet"
         queries[exp] = query_path
-        if _index_of(index_dir, fingerprint) and _table_of(query_path, fingerprint, config.tta, config.bn_adapt):
+        if _index_of(index_dir, fingerprint, config.onboard_center) and _table_of(
+            query_path, fingerprint, config.tta, config.bn_adapt
+        ):
             say(f"reusing {index_dir}")
             continue
         batch = new_batch_root(config, root, exp)
@@ -412,15 +419,15 @@ def evaluate_all(
     from phenoprint.index.config import IndexConfig
     from phenoprint.index.evaluate import EvalConfig, evaluate
 
-    runs: list[tuple[str, str, Any, tuple[CenterMethod, ...]]] = [("batch effects", "adapted", table, CENTERINGS)]
+    runs: list[tuple[str, str, Any, tuple[CenterChoice, ...]]] = [("batch effects", "adapted", table, CENTERINGS)]
     if plain_table is not None:
-        runs.append(("batch effects", "plain", plain_table, ("none", config.onboard_center)))
+        runs.append(("batch effects", "plain", plain_table, ("none", "tvn")))
     runs.append(("oracle twin", "adapted", oracle_table, CENTERINGS))
     rows, service = [], {}
     for name, embeddings, tab, centerings in runs:
         for center in centerings:
             cfg = EvalConfig(
-                index=IndexConfig(center=center),
+                index=IndexConfig(center=center, mode="auto" if center == "auto" else "centroid"),
                 holdout=holdout,
                 modes=("knn", "centroid"),
                 assign=True,
@@ -442,12 +449,14 @@ def evaluate_all(
                     "knn top-1 + plate assignment": o["knn_assigned_top1"],
                     "centroid top-1": o["centroid_top1"],
                     "centroid top-1 + plate assignment": o["centroid_assigned_top1"],
+                    "auto mode + plate assignment": o.get("auto_assigned_top1", float("nan")),
                 }
             )
             if (name, embeddings, center) == ("batch effects", "adapted", config.onboard_center):
                 per = report.per_query
+                column = "auto_top1" if "auto_top1" in per.columns else "centroid_top1"  # the index's own mode
                 for exp, sub in per.groupby("experiment"):
-                    service[str(exp)] = (int(sub["centroid_top1"].sum()), len(sub))
+                    service[str(exp)] = (int(sub[column].sum()), len(sub))
     return Evaluation(pd.DataFrame(rows), service)
 
 
@@ -508,7 +517,7 @@ def projection_panels(
     order = keys.get_indexer(pd.MultiIndex.from_frame(adapted.meta[list(WELL_KEY)]))
     if (order < 0).any():
         raise ValueError(f"{plain} lacks {int((order < 0).sum())} of the wells of the adapted tables")
-    ic = IndexConfig(center=config.onboard_center)
+    ic = IndexConfig(center=config.projection_center)
     stats = fit_table_centering(adapted, ic.center, ic.reference, pca_dim=ic.pca_dim, ridge=ic.ridge, per_plate=False)
     panels = [
         Panel("pixel profiles, no model\n(per-channel intensity mean and s.d.)", pixel_profiles(pack, adapted.meta)),
@@ -577,6 +586,7 @@ def run_demo(config: DemoConfig, say: Say = log.info) -> DemoResult:
             frame.to_csv(tmp, index=False)
         say(format_table(frame, len(holdout)))
         say(explain_table(frame, config))
+        print_batch_answer(config, table, oracle_table=frame, queries=queries, holdout=holdout, say=say)
         panels, wells = projection_panels(config, root, pack, [reference, *queries.values()], plain)
         for path in projection_plots(panels, wells, config.workdir / "plots"):
             explain(path, FIGURE_NOTES[path.name], say)
@@ -636,6 +646,66 @@ def run_demo(config: DemoConfig, say: Say = log.info) -> DemoResult:
         if server is not None:
             stop_server(server)
     return result
+
+
+def print_batch_answer(
+    config: DemoConfig,
+    table: EmbeddingTable,
+    oracle_table: pd.DataFrame,
+    queries: dict[str, Path],
+    holdout: tuple[str, ...],
+    say: Say = log.info,
+) -> None:
+    """`phenoprint predict` on each held-out batch (its treatment labels withheld), scored against the truth, beside
+    the evaluation's best fixed centering and the oracle twin; writes predictions and a Kaggle-style submission."""
+    from phenoprint.data.table import read_embeddings
+    from phenoprint.prediction.batch import concat_tables
+    from phenoprint.prediction.demo import predict_heldout
+
+    indexes = {e: config.workdir / "indexes" / e for e in holdout}
+    argv = ["--index", str(config.workdir / "indexes"), "--experiment", ",".join(holdout), "--embeddings"]
+    argv += [str(q) for q in queries.values()] + ["--out", str(config.workdir / "predictions.parquet")]
+    say(f"\nphenoprint predict {' '.join(argv)}")
+    truth = table.meta.set_index(["Metadata_experiment", "Metadata_plate", "Metadata_well"])["Metadata_sirna_id"]
+    answer = predict_heldout(
+        indexes, concat_tables([read_embeddings(q) for q in queries.values()]), truth, config.workdir
+    )
+    frame = oracle_table
+    fixed = frame[
+        (frame["data"] == "batch effects") & (frame["embeddings"] == "adapted") & (frame["centering"] != "auto")
+    ]
+    assign_cols = ["knn top-1 + plate assignment", "centroid top-1 + plate assignment"]
+    best_fixed = float(fixed[assign_cols].max().max())
+    oracle = frame[frame["data"] == "oracle twin"]
+    oracle_best = float(oracle[[*assign_cols]].max().max())
+    auto = frame[(frame["data"] == "batch effects") & (frame["centering"] == "auto")]["auto mode + plate assignment"]
+    auto_value = float(auto.iloc[0]) if len(auto) else float("nan")
+    say(
+        f"the batch answer of `predict` on the {answer.wells} held-out treatment wells (indexes with --center auto: "
+        + ", ".join(f"{e} {c}" for e, c in answer.choices.items())
+        + f"): top-1 per well {answer.per_well_top1:.3f}, jointly assigned {answer.assigned_top1:.3f} (every well of "
+        f"the batch, controls included), Kaggle-style (treatments only) {answer.submission_top1:.3f}"
+    )
+    say(
+        f"evaluation with auto: {auto_value:.3f} with plate assignment; best fixed centering {best_fixed:.3f} "
+        f"(auto - best = {auto_value - best_fixed:+.3f}); oracle twin's best {oracle_best:.3f} "
+        f"(auto / oracle = {auto_value / oracle_best:.3f})"
+    )
+    for path in answer.paths:
+        say(f"wrote {path}")
+    write_json_atomic(
+        {
+            "per_well_top1": answer.per_well_top1,
+            "assigned_top1": answer.assigned_top1,
+            "submission_top1": answer.submission_top1,
+            "wells": answer.wells,
+            "choices": answer.choices,
+            "evaluation_auto_assigned_top1": auto_value,
+            "best_fixed_assigned_top1": best_fixed,
+            "oracle_best_assigned_top1": oracle_best,
+        },
+        config.workdir / "predict.json",
+    )
 
 
 def format_table(frame: pd.DataFrame, n_holdout: int) -> str:

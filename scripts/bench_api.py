@@ -168,7 +168,7 @@ def in_process_classifier(run: Path, index_dir: Path) -> Callable[[Query], None]
     cell_type = index.cell_type if model.config.model.cell_type_context else None
     bn_state = None if record.bn_state is None else dict(record.bn_state)
     tta = int((index.manifest.get("producer") or {}).get("tta", 1))
-    mode = Settings().classify_mode  # the service's default
+    mode = Settings().classify_mode or "centroid"  # the service's default: each index's own mode
 
     def once(query: Query) -> None:
         well = read_well([UploadedFile(name, data) for name, data in query])

@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         results["handcrafted"] = evaluate_table(handcrafted_table(root, pack), holdout)
         results["throughput"] = throughput(run, root, pack, n_wells=400, batch_size=64)
         rec = "bn_adapt" if config.bn_adapt else "plain"
-        best = config.onboard_center
+        best = config.projection_center  # one fixed centering for every experiment
         cnn, base, oracle = results[f"cnn_{rec}"], results["handcrafted"], results[f"oracle_{rec}"]
         knn = {name: t[best]["knn_top1"] for name, t in (("cnn", cnn), ("handcrafted", base), ("oracle", oracle))}
         centroid = {

@@ -50,7 +50,7 @@ def test_the_demo_chain_runs_end_to_end_and_reuses_finished_steps(tmp_path: Path
         ("batch effects", "plain"),
         ("oracle twin", "adapted"),
     }
-    assert set(table.centering) == {"none", "center", "tvn"}
+    assert set(table.centering) == {"none", "center", "tvn", "auto"}
     # each figure against what the synthetic metadata says, not only its range
     from phenoprint.data.layout import read_metadata, wells_of
 
@@ -62,6 +62,15 @@ def test_the_demo_chain_runs_end_to_end_and_reuses_finished_steps(tmp_path: Path
     assert table["chance"].to_numpy() == pytest.approx(1.0 / candidates)
     assert (table["knn top-5"] >= table["knn top-1"]).all()  # the top-1 answer is one of the top 5
     assert (table[["knn top-1", "centroid top-1"]] > table["chance"].to_numpy()[:, None]).to_numpy().any()
+    predicted = pd.read_parquet(config.workdir / "predictions.parquet")  # `predict` on the held-out batches
+    assert set(predicted.Metadata_experiment) == {"HUVEC-02", "RPE-02"}
+    assert {"assigned_sirna_id", "plate_group", "confidence", "unknown", "true_sirna_id"} <= set(predicted.columns)
+    submission = pd.read_csv(config.workdir / "submission.csv")
+    assert (
+        not submission.groupby(submission.id_code.str.split("_").str[0])
+        .sirna.apply(lambda s: s.duplicated().any())
+        .any()
+    )
     answer = result.answer
     assert answer is not None
     assert answer["experiment"] == answer["truth"]["experiment"]

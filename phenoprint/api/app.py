@@ -19,7 +19,7 @@ from phenoprint.api.deps import api_key_scheme, require_api_key
 from phenoprint.api.errors import UNAUTHORIZED, install_error_handlers
 from phenoprint.api.limits import BodyLimitMiddleware
 from phenoprint.api.metrics import MetricsMiddleware, ServiceMetrics
-from phenoprint.api.routers import experiments, health, preview, sirnas, wells
+from phenoprint.api.routers import experiments, health, plates, preview, sirnas, wells
 from phenoprint.api.settings import Settings, get_settings
 from phenoprint.api.state import start_service
 
@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None, *, model: LoadedModel | None = 
     if app_settings(app).api_key is not None:  # declare the key in the OpenAPI schema only when one is needed
         auth.append(Security(api_key_scheme))
     before = len(app.router.routes)
-    for router in (wells.router, experiments.router, sirnas.router, preview.router):
+    for router in (wells.router, experiments.router, plates.router, sirnas.router, preview.router):
         app.include_router(router, dependencies=auth, responses=UNAUTHORIZED)
     guarded += app.router.routes[before:]  # the data routes: the middleware checks the key before their body
     app.include_router(health.router)

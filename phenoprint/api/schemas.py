@@ -74,7 +74,8 @@ class ClassifyResponse(BaseModel):
     predictions: list[PredictionOut] = Field(description="the top-k siRNAs, best first")
     unknown: bool = Field(description="open-set flag: the well resembles no known siRNA of the index closely enough")
     best_similarity: float = Field(description="cosine to the nearest siRNA centroid (what the open-set rule tests)")
-    mode: Literal["knn", "centroid"]
+    mode: Literal["knn", "centroid"] = Field(description="the index's classification mode (or the service's override)")
+    centering: str = Field(description="the index's batch centering, e.g. 'tvn' or 'center per plate (auto)'")
     plate: int | None
     well: str | None = Field(description="as sent, or as the file names give it")
     sites: list[int] = Field(description="site numbers that were embedded")

@@ -68,9 +68,10 @@ class Settings(BaseSettings):
         description="dihedral transforms averaged per site at inference; unset: each index's own, as onboarding "
         "embedded its wells (queries must be embedded the way the index was)",
     )
-    classify_mode: Literal["knn", "centroid"] = Field(
-        default="centroid",
-        description="kNN vote or nearest centroid (the default: more accurate in every evaluation of BENCHMARKS.md)",
+    classify_mode: Literal["knn", "centroid"] | None = Field(
+        default=None,
+        description="override the classification mode of every index (default: each index's own, recorded when it "
+        "was built, e.g. chosen by --mode auto on the batch's controls)",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="log level of the service (phenoprint's and uvicorn's lines alike)"

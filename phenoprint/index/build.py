@@ -67,6 +67,11 @@ def build_experiment_index(
         )
     table = table.aggregate_sites()
     table = table.subset(scope_mask(table, experiment, config.scope))
+    selection = None
+    if config.center == "auto" or config.mode == "auto":  # scored on the batch's own controls
+        from phenoprint.index.choose import choose_config
+
+        config, selection = choose_config(table, experiment, config)
     groups = learn_plate_groups(table, exclude=experiment)
     stats = fit_table_centering(
         table,
@@ -82,6 +87,8 @@ def build_experiment_index(
     )
     if producer:
         index.manifest["producer"] = producer
+    if selection is not None:
+        index.manifest["selection"] = selection.to_json()
     index.producer_arrays = dict(producer_arrays or {})
     log.info(
         "built the index of %s: %d wells of %d siRNAs (its own controls and %d other experiments), centering %s "
@@ -222,6 +229,7 @@ def _manifest(
             "n_reference": {k: stats[k].n_reference for k in target_keys},
         },
         "scope": config.scope,
+        "mode": config.mode,
         "index": {"kind": config.kind, "ntotal": int(index.ntotal)},
         "counts": {
             "entries": len(entries),

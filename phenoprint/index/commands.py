@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from phenoprint.cli import Command
 
@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 # Choices are spelled out here (not imported) so that building the parser never imports faiss.
 _CENTER = ("none", "center", "center_scale", "tvn")
+_AUTO: Literal["auto"] = "auto"
 _REFERENCE = ("controls", "all")
 _SCOPE = ("same_cell_type", "all")
 _KINDS = ("flat", "ivf", "hnsw")
@@ -22,19 +23,24 @@ _CALIBRATION = ("training", "controls")
 _DEFAULT_RIDGE = 0.1
 
 
-def add_centering_options(p: argparse.ArgumentParser, deprecated_reference: bool = True) -> None:
+def add_centering_options(
+    p: argparse.ArgumentParser, deprecated_reference: bool = True, default_center: str = "tvn"
+) -> None:
     """Options of the batch centering and of the index scope (shared by every verb that builds indexes).
 
     Args:
+        default_center: ``auto`` for the verbs that build an index (chosen on the batch's controls).
         deprecated_reference: also accept ``--reference controls|all``, the old spelling of ``--center-on``, with a
             deprecation warning (off for verbs whose ``--reference`` names the reference embeddings).
     """
     p.add_argument(
         "--center",
-        choices=_CENTER,
-        default="tvn",
+        choices=(_AUTO, *_CENTER),
+        default=default_center,
         help="batch centering fitted per experiment on its reference wells: none; center (subtract their mean); "
-        "center_scale (standardize); tvn (standardize, then whiten with their regularized covariance)",
+        "center_scale (standardize); tvn (standardize, then whiten with their regularized covariance); auto (each of "
+        "them, per experiment and per plate, scored on the batch's labelled controls against the other experiments' "
+        "controls; the best is kept and the table recorded in the manifest)",
     )
     p.add_argument(
         "--center-on",
@@ -79,6 +85,13 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hnsw-m", type=int, default=32, help="HNSW neighbours per node")
     p.add_argument("--ef-search", type=int, default=128, help="HNSW candidate list while searching")
     p.add_argument(
+        "--mode",
+        choices=(_AUTO, *_MODES),
+        default=_AUTO,
+        help="how the index names wells (the service and predict use it): knn vote, nearest centroid, or auto (the "
+        "better of the two on the batch's labelled controls)",
+    )
+    p.add_argument(
         "--open-set-quantile",
         type=float,
         default=0.05,
@@ -108,6 +121,7 @@ def index_config_from_args(args: argparse.Namespace, build: bool = False) -> Ind
             "ef_search": args.ef_search,
             "open_set_quantile": args.open_set_quantile,
             "open_set_calibration": args.open_set_calibration,
+            "mode": args.mode,
         }
     return IndexConfig(
         center=args.center,
@@ -134,7 +148,7 @@ def _add_index(p: argparse.ArgumentParser) -> None:
         "FAISS, written atomically as a directory with a manifest.",
     )
     _add_embeddings(build)
-    add_centering_options(build)
+    add_centering_options(build, default_center=_AUTO)
     build.add_argument("--experiment", required=True, help="the experiment whose wells the index will name")
     build.add_argument("--out", type=Path, required=True, help="index directory (replaced atomically if it exists)")
     add_build_options(build)
@@ -168,7 +182,19 @@ def _run_build(args: argparse.Namespace) -> int:
         f"{c['source_experiments']} other experiments), {c['sirnas']} siRNAs, dim {index.dim}, "
         f"unknown threshold {index.open_set.threshold:.3f}"
     )
+    print_selection(args.out)
     return 0
+
+
+def print_selection(index_dir: Path) -> None:
+    """Print what ``--center auto`` / ``--mode auto`` chose for an index, and whether the lead is within noise."""
+    from phenoprint.index.artifact import MANIFEST_NAME, read_json
+
+    manifest = read_json(Path(index_dir) / MANIFEST_NAME)
+    selection = manifest.get("selection")
+    if selection:
+        noisy = "; the lead is within noise" if selection.get("within_noise") else ""
+        print(f"auto chose {selection['reason']}{noisy} (the whole table: phenoprint index info {index_dir})")
 
 
 def _run_info(args: argparse.Namespace) -> int:
@@ -196,7 +222,10 @@ def _run_info(args: argparse.Namespace) -> int:
                     str(m.get("experiment")),
                     str(counts.get("entries", "?")),
                     str(counts.get("sirnas", "?")),
-                    str(centering.get("method", "?")),
+                    str(centering.get("method", "?"))
+                    + (" per plate" if centering.get("per_plate") else "")
+                    + f" + {m.get('mode', 'centroid')}"
+                    + (" (auto)" if m.get("selection") else ""),
                     str(m.get("created", "?")),
                     str(m.get("fingerprint") or "-")[:12],
                 )
@@ -235,6 +264,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     table = read_embeddings(args.embeddings)
     index_config = index_config_from_args(args)
+    if args.center == _AUTO:  # the choices onboarding would make: centering and mode, per held-out experiment
+        from dataclasses import replace
+
+        index_config = replace(index_config, mode=_AUTO)
     config = EvalConfig(
         index=index_config,
         holdout=tuple(e.strip() for e in args.holdout.split(",") if e.strip()) if args.holdout else None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, get_args
 
-from phenoprint.index.centering import CENTER_METHODS, DEFAULT_RIDGE, REFERENCES, CenterMethod, Reference
+from phenoprint.index.centering import DEFAULT_RIDGE, REFERENCES, CenterMethod, Reference
 
 IndexKind = Literal["flat", "ivf", "hnsw"]
 INDEX_KINDS: tuple[str, ...] = get_args(IndexKind)
@@ -16,13 +16,19 @@ Scope = Literal["same_cell_type", "all"]
 SCOPES: tuple[str, ...] = get_args(Scope)
 CalibrationSource = Literal["controls", "training"]
 CALIBRATION_SOURCES: tuple[str, ...] = get_args(CalibrationSource)
+#: ``auto``: chosen at build time on the batch's own labelled controls (:mod:`phenoprint.index.choose`).
+CenterChoice = Literal[CenterMethod, "auto"]
+CENTER_CHOICES: tuple[str, ...] = get_args(CenterChoice)
+#: How the service and ``predict`` name wells (:data:`phenoprint.index.classify.MODES`), or ``auto``.
+ModeChoice = Literal["knn", "centroid", "auto"]
+MODE_CHOICES: tuple[str, ...] = get_args(ModeChoice)
 
 
 @dataclass(frozen=True)
 class IndexConfig:
     """How a per-experiment index is built and queried (saved resolved in every index's manifest)."""
 
-    center: CenterMethod = "tvn"  # none | center | center_scale | tvn, fitted per experiment on its reference wells
+    center: CenterChoice = "tvn"  # none | center | center_scale | tvn (fitted on each batch's reference wells) | auto
     reference: Reference = "controls"  # controls | all: which wells the centering statistics are fitted on
     pca_dim: int | None = None  # TVN: components estimated one by one (None: half the reference wells, at most d)
     ridge: float = DEFAULT_RIDGE  # TVN: λ of (Σ + λI)^(-1/2) as a fraction of the mean eigenvalue
@@ -40,10 +46,12 @@ class IndexConfig:
     open_set_calibration: CalibrationSource = (
         "training"  # training (other experiments' treatments) or controls (its own)
     )
+    mode: ModeChoice = "centroid"  # knn | centroid: how the service and `predict` name wells (auto: chosen on controls)
 
     def __post_init__(self) -> None:
         for name, allowed in (
-            ("center", CENTER_METHODS),
+            ("center", CENTER_CHOICES),
+            ("mode", MODE_CHOICES),
             ("reference", REFERENCES),
             ("scope", SCOPES),
             ("kind", INDEX_KINDS),

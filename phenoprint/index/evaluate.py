@@ -15,8 +15,10 @@ from phenoprint.errors import EmbeddingTableError, UnknownExperimentError
 from phenoprint.index.assign import assign_experiment
 from phenoprint.index.build import assemble_index, entry_mask, scope_mask
 from phenoprint.index.centering import l2_normalize
+from phenoprint.index.choose import choose_config, wants_auto
 from phenoprint.index.classify import MODES, classify, sirna_scores
 from phenoprint.index.config import IndexConfig
+from phenoprint.index.experiment import ExperimentIndex
 from phenoprint.index.metrics import mean_average_precision, replicate_average_precision, silhouette
 from phenoprint.index.plate_groups import learn_plate_groups
 from phenoprint.index.table_centering import center_table, fit_table_centering
@@ -76,6 +78,8 @@ class EvalReport:
             means better mixed batches).
         skipped: held-out experiments that could not be evaluated → why.
         seconds: wall time.
+        choices: with ``center`` or ``mode`` ``auto``: held-out experiment → the choice made on its own controls
+            (:class:`phenoprint.index.choose.Selection` as JSON); its answers are the ``auto_*`` metrics.
         per_query: one row per query with its truth and predictions (not in the JSON).
     """
 
@@ -89,6 +93,7 @@ class EvalReport:
     skipped: dict[str, str]
     seconds: float
     per_query: pd.DataFrame = field(repr=False, compare=False)
+    choices: dict[str, dict[str, Any]] = field(default_factory=dict)  # experiment → what ``auto`` chose and why
 
     def metrics(self) -> list[str]:
         return list(self.overall)
@@ -104,6 +109,7 @@ class EvalReport:
             "silhouette": self.silhouette,
             "skipped": self.skipped,
             "seconds": round(self.seconds, 3),
+            "choices": self.choices,
         }
 
     def format_table(self) -> str:
@@ -122,7 +128,7 @@ class EvalReport:
         for title, rows in (("overall", {"all": self.overall}), ("per cell type", self.per_cell_type)):
             lines += ["", f"{title}:", header]
             for group, metrics in rows.items():
-                for mode in self.config.modes:
+                for mode in (*self.config.modes, *(("auto",) if self.choices else ())):
                     vals = "".join(_fmt(metrics.get(f"{mode}_{key}")) for key, _ in cols)
                     lines.append(f"{(group + ' ' + mode)[:22]:<22}{vals}")
         lines.append("")
@@ -132,6 +138,9 @@ class EvalReport:
                 lines.append(
                     f"{name}: before {_fmt(pair.get('before')).strip()} -> after {_fmt(pair.get('after')).strip()}"
                 )
+        for exp, choice in self.choices.items():
+            noisy = " (within noise)" if choice.get("within_noise") else ""
+            lines.append(f"auto for {exp}: {choice.get('reason')}{noisy}")
         for exp, why in self.skipped.items():
             lines.append(f"skipped {exp}: {why}")
         return "\n".join(lines)
@@ -164,13 +173,24 @@ def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
     plates = meta["Metadata_plate"].to_numpy(dtype=np.int64)
     is_query = (labels >= 0) & (meta["Metadata_well_type"] == "treatment").to_numpy()
     holdout = _holdouts(table, config.holdout, is_query)
-    stats = fit_table_centering(
-        table, ic.center, ic.reference, pca_dim=ic.pca_dim, ridge=ic.ridge, per_plate=ic.per_plate
-    )
-    centred = center_table(table, stats, ic.per_plate)
+    auto = wants_auto(ic)
+    fitted: dict[tuple[str, bool], tuple[dict, np.ndarray]] = {}
+
+    def centring(center: str, per_plate: bool) -> tuple[dict, np.ndarray]:
+        """Every experiment centred once per (centering, per plate) asked for."""
+        if (center, per_plate) not in fitted:
+            st = fit_table_centering(
+                table, center, ic.reference, pca_dim=ic.pca_dim, ridge=ic.ridge, per_plate=per_plate
+            )
+            fitted[center, per_plate] = st, center_table(table, st, per_plate)
+        return fitted[center, per_plate]
+
+    if not auto:
+        stats, centred = centring(ic.center, ic.per_plate)
 
     parts: list[pd.DataFrame] = []
     skipped: dict[str, str] = {}
+    choices: dict[str, dict[str, Any]] = {}
     for exp in holdout:
         q = is_query & (exps == exp)
         if not q.any():
@@ -180,10 +200,16 @@ def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
         if not others.any():
             skipped[exp] = f"no labelled wells of other experiments in scope {ic.scope!r}"
             continue
+        exp_ic, modes = ic, config.modes
+        if auto:  # chosen on the held-out experiment's own controls, as onboarding it would choose
+            exp_ic, selection = choose_config(table.subset(scope_mask(table, exp, ic.scope)), exp, ic)
+            choices[exp] = selection.to_json()
+            stats, centred = centring(exp_ic.center, exp_ic.per_plate)
+            modes = tuple(dict.fromkeys((*config.modes, exp_ic.mode)))
         groups = None
         if config.assign:
             groups = learn_plate_groups(table, exclude=exp, within=scope_mask(table, exp, ic.scope), quiet=True)
-        index = assemble_index(table, centred, stats, exp, ic, table.fingerprint, plate_groups=groups)
+        index = assemble_index(table, centred, stats, exp, exp_ic, table.fingerprint, plate_groups=groups)
         y = labels[q]
         frame = pd.DataFrame(
             {
@@ -195,17 +221,10 @@ def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
                 "reachable": np.isin(y, index.sirna_ids),
             }
         )
-        for mode in config.modes:
-            cls = classify(centred[q], index, k=config.k, mode=mode)
-            frame[f"{mode}_pred"] = cls.top1
-            frame[f"{mode}_top1"] = cls.top1 == y
-            frame[f"{mode}_top{config.k}"] = (cls.sirna_ids == y[:, None]).any(axis=1)
-            frame[f"{mode}_unknown"] = cls.unknown
-            if config.assign:
-                sc = sirna_scores(centred[q], index, mode)
-                a = assign_experiment(sc.scores, sc.sirna_ids, plates[q], index.plate_groups)
-                frame[f"{mode}_assigned"] = a.sirna_ids
-                frame[f"{mode}_assigned_top1"] = a.sirna_ids == y
+        for mode in modes:
+            _score_mode(frame, centred[q], index, mode, plates[q], config)
+        if auto:  # the chosen mode's columns again, as auto's
+            frame = frame.join(_columns_of(frame, exp_ic.mode).add_prefix("auto_"))
         parts.append(frame)
         log.debug("evaluated %s: %d queries against %d entries", exp, int(q.sum()), len(index))
     if not parts:
@@ -219,6 +238,9 @@ def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
         return {c: float(frame[c].mean()) for c in metric_cols}
 
     held = np.isin(exps, [e for e in holdout if e not in skipped])
+    if auto:  # mAP and mixing "after" centering: with the centering chosen most often
+        picks = pd.Series([(c["center"], c["per_plate"]) for c in choices.values()])
+        stats, centred = centring(*picks.value_counts().index[0])
     report = EvalReport(
         config=config,
         n_queries=len(per_query),
@@ -230,9 +252,34 @@ def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
         skipped=skipped,
         seconds=time.perf_counter() - started,
         per_query=per_query,
+        choices=choices,
     )
     log.debug("evaluation took %.2f s", report.seconds)
     return report
+
+
+def _columns_of(frame: pd.DataFrame, mode: str) -> pd.DataFrame:
+    """The columns of one mode (``<mode>_top1``, ...), named without the mode's prefix."""
+    cols = [c for c in frame.columns if c.startswith(f"{mode}_")]
+    return frame[cols].rename(columns=lambda c: c[len(mode) + 1 :])
+
+
+def _score_mode(
+    frame: pd.DataFrame, queries: np.ndarray, index: ExperimentIndex, mode: str, plates: np.ndarray, config: EvalConfig
+) -> None:
+    """Add one classification mode's columns to ``frame`` (its ``sirna_id`` the truth): prediction, top-1, top-k,
+    open-set flag and, with ``config.assign``, the plate-assigned answer."""
+    y = frame["sirna_id"].to_numpy()
+    cls = classify(queries, index, k=config.k, mode=mode)
+    frame[f"{mode}_pred"] = cls.top1
+    frame[f"{mode}_top1"] = cls.top1 == y
+    frame[f"{mode}_top{config.k}"] = (cls.sirna_ids == y[:, None]).any(axis=1)
+    frame[f"{mode}_unknown"] = cls.unknown
+    if config.assign:
+        sc = sirna_scores(queries, index, mode)
+        a = assign_experiment(sc.scores, sc.sirna_ids, plates, index.plate_groups)
+        frame[f"{mode}_assigned"] = a.sirna_ids
+        frame[f"{mode}_assigned_top1"] = a.sirna_ids == y
 
 
 def _holdouts(table: EmbeddingTable, holdout: tuple[str, ...] | None, is_query: np.ndarray) -> list[str]:

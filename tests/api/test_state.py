@@ -43,7 +43,7 @@ def test_per_experiment_statistics_come_from_the_index_manifest(experiment_norma
     sites = np.stack([artifacts.source.load(TARGET, 1, well, s) for s in (1, 2)])
     vector, _ = model.embed_sites(sites, channel_stats=stats)
     settings = Settings(model=run, indexes=indexes, device="cpu", reload_interval_s=0)
-    expected = classify(index.center(vector[None, :]), index, k=3, mode=settings.classify_mode)
+    expected = classify(index.center(vector[None, :]), index, k=3, mode=settings.classify_mode or index.config.mode)
     with TestClient(create_app(settings)) as client:
         r = client.post("/classify", files=b02_parts(artifacts.source), data={"experiment": TARGET, "top_k": "3"})
         assert r.status_code == 200, r.text

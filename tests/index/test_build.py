@@ -398,7 +398,7 @@ def test_control_ids_come_from_the_well_type(huvec_index: ExperimentIndex) -> No
 def test_index_config_validates_and_round_trips() -> None:
     config = IndexConfig(center="center_scale", kind="hnsw", pca_dim=8)
     assert IndexConfig.from_json(config.to_json()) == config
-    with pytest.raises(ValueError, match="center must be one of none, center, center_scale, tvn; got 'pca'"):
+    with pytest.raises(ValueError, match="center must be one of none, center, center_scale, tvn, auto; got 'pca'"):
         IndexConfig(center="pca")
     with pytest.raises(ValueError, match="open_set_quantile must be in"):
         IndexConfig(open_set_quantile=1.5)

@@ -126,10 +126,16 @@ def test_cli_choices_and_defaults_match_the_library() -> None:
     import argparse
 
     from phenoprint.cli import build_parser
-    from phenoprint.index.centering import CENTER_METHODS, REFERENCES
-    from phenoprint.index.classify import MODES
+    from phenoprint.index.centering import REFERENCES
     from phenoprint.index.commands import index_config_from_args
-    from phenoprint.index.config import CALIBRATION_SOURCES, INDEX_KINDS, SCOPES, IndexConfig
+    from phenoprint.index.config import (
+        CALIBRATION_SOURCES,
+        CENTER_CHOICES,
+        INDEX_KINDS,
+        MODE_CHOICES,
+        SCOPES,
+        IndexConfig,
+    )
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -137,7 +143,7 @@ def test_cli_choices_and_defaults_match_the_library() -> None:
     verbs = {"index build": index_sub.choices["build"], "build-index": sub.choices["build-index"]}
     verbs["evaluate"] = sub.choices["evaluate"]
     wanted = {
-        "center": CENTER_METHODS,
+        "center": CENTER_CHOICES,
         "reference": REFERENCES,
         "scope": SCOPES,
         "kind": INDEX_KINDS,
@@ -149,7 +155,9 @@ def test_cli_choices_and_defaults_match_the_library() -> None:
             if dest in choices:
                 assert set(choices[dest]) == set(allowed), (name, dest)
         if "mode" in choices or "modes" in choices:
-            assert set(choices.get("mode", choices.get("modes", ()))) - {"both"} == set(MODES), name
+            offered = set(choices.get("mode", choices.get("modes", ())))
+            # evaluate compares fixed modes ("both"); the builds also offer auto (chosen on the controls)
+            assert offered - {"both"} == set(MODE_CHOICES) - ({"auto"} if "both" in offered else set()), name
     argv = {
         "index build": ["index", "build", "--embeddings", "e.parquet", "--experiment", "E", "--out", "o"],
         "build-index": [
@@ -159,6 +167,7 @@ def test_cli_choices_and_defaults_match_the_library() -> None:
     }
     for name, args in argv.items():
         parsed = parser.parse_args(args)
-        assert index_config_from_args(parsed, build=True) == IndexConfig(), name
+        # the verbs that build an index choose centering and mode on the batch's controls by default (issue 14)
+        assert index_config_from_args(parsed, build=True) == IndexConfig(center="auto", mode="auto"), name
     parsed = parser.parse_args(["evaluate", "--embeddings", "e.parquet"])
     assert index_config_from_args(parsed) == IndexConfig(), "evaluate"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Literal, cast
 
 import anyio.to_thread
 import numpy as np
@@ -25,6 +25,7 @@ from phenoprint.api.schemas import (
 )
 from phenoprint.api.uploads import read_uploads
 from phenoprint.index.classify import Classification, classify
+from phenoprint.index.experiment import ExperimentIndex
 
 router = APIRouter(tags=["wells"])
 
@@ -57,6 +58,12 @@ def _plates(loaded: LoadedIndex, plate: int | None) -> np.ndarray | None:
     return np.array([plate])
 
 
+def centering_name(index: ExperimentIndex) -> str:
+    """The index's centering in words (``tvn``, ``center per plate``), with ``(auto)`` when chosen on its controls."""
+    c = index.config
+    return f"{c.center}{' per plate' if c.per_plate else ''}{' (auto)' if 'selection' in index.manifest else ''}"
+
+
 @router.post(
     "/classify",
     summary="Name the siRNA of one well",
@@ -78,7 +85,9 @@ async def classify_well(
         decoded = time.perf_counter()
         vectors = await arrival.submit(service.well_images(upload.sites, loaded, cell_type))
     embedded = time.perf_counter()
-    top_k, mode, index = form.top_k, settings.classify_mode, loaded.index
+    top_k, index = form.top_k, loaded.index
+    # the index's own mode unless the service overrides it (IndexConfig validates it is one of the two)
+    mode = settings.classify_mode or cast(Literal["knn", "centroid"], index.config.mode)
 
     def search() -> Classification:
         return classify(index.center(vectors.well[None, :], plates), index, k=top_k, mode=mode)
@@ -95,6 +104,7 @@ async def classify_well(
         unknown=bool(result.unknown[0]),
         best_similarity=float(result.best_similarity[0]),
         mode=mode,
+        centering=centering_name(index),
         plate=form.plate,
         well=_well(form.well, upload.well),
         sites=list(upload.site_numbers),

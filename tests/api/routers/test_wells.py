@@ -30,7 +30,9 @@ def _expected(reference, artifacts: Artifacts, experiment: str, well: str, k: in
     index = indexes[experiment]
     array = np.stack([artifacts.source.load(experiment, 1, well, s) for s in sites])
     vector, _ = model.embed_sites(array, cell_type=index.cell_type)
-    return classify(index.center(vector[None, :], plates), index, k=k, mode=Settings().classify_mode)
+    return classify(
+        index.center(vector[None, :], plates), index, k=k, mode=Settings().classify_mode or index.config.mode
+    )
 
 
 @pytest.mark.parametrize("sites", [(1, 2), (2,)])

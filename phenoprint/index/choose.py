@@ -1,0 +1,258 @@
+"""``--center auto``: score every (centering x mode) on a batch's own labelled controls and keep the best."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from phenoprint.data.table import EmbeddingTable
+from phenoprint.index.assign import assign_experiment
+from phenoprint.index.centering import fit_centering_by
+from phenoprint.index.classify import MODES, classify, sirna_scores
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+#: (centering, per plate) candidates, simplest first: exact ties go to the earlier one. ``none`` per plate is ``none``.
+CANDIDATES: tuple[tuple[str, bool], ...] = (
+    ("none", False),
+    ("center", False),
+    ("center", True),
+    ("center_scale", False),
+    ("center_scale", True),
+    ("tvn", False),
+    ("tvn", True),
+)
+#: Modes in order of preference on exact ties (centroid needs no FAISS search).
+MODE_PREFERENCE: tuple[str, ...] = ("centroid", "knn")
+#: Fallback when a batch has no labelled controls to score on (the safest choice in every evaluation we ran).
+FALLBACK = ("center", False, "centroid")
+#: A lead under this many standard errors of the paired difference is reported as within noise.
+NOISE_SE = 2.0
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What ``auto`` chose for one experiment, and the evidence.
+
+    Attributes:
+        center: the chosen centering.
+        per_plate: whether it is fitted per plate.
+        mode: the chosen classification mode.
+        table: one row per candidate: ``center``, ``per_plate``, ``mode``, ``wells`` (labelled controls scored),
+            ``top1`` (per-well) and ``assigned_top1`` (each control once per plate), best first.
+        margin: how much the choice leads the runner-up on the criterion (assigned top-1).
+        noise: the standard error of that difference (paired, from the wells the two disagree on).
+        within_noise: the margin is under :data:`NOISE_SE` standard errors (the choice is not clearly better).
+        reason: the choice in words.
+    """
+
+    center: str
+    per_plate: bool
+    mode: str
+    table: list[dict[str, Any]]
+    margin: float
+    noise: float
+    within_noise: bool
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "center": self.center,
+            "per_plate": self.per_plate,
+            "mode": self.mode,
+            "criterion": "assigned_top1, then top1, then map, on the batch's labelled controls (leave-plate-out)",
+            "margin": None if math.isnan(self.margin) else round(self.margin, 4),
+            "noise": None if math.isnan(self.noise) else round(self.noise, 4),
+            "within_noise": self.within_noise,
+            "reason": self.reason,
+            "table": self.table,
+        }
+
+
+def wants_auto(config: Any) -> bool:
+    """Whether an :class:`phenoprint.index.build.IndexConfig` asks for the centering or the mode to be chosen."""
+    return bool(config.center == AUTO or config.mode == AUTO)
+
+
+def choose_config(table: EmbeddingTable, experiment: str, config: Any) -> tuple[Any, Selection]:
+    """Resolve ``auto`` in an IndexConfig from the target's labelled control wells.
+
+    Every candidate (:data:`CANDIDATES` x :data:`MODES`, or only those the config leaves open) is scored
+    leave-this-batch-out: the target's labelled controls are the queries, the other experiments' labelled controls
+    in scope (and the target's controls on its other plates: leave-plate-out) the reference, each experiment centred
+    with its own statistics, fitted as the index would fit them (the target's on its other plates when fitted per
+    experiment). Ranked by per-plate assignment accuracy (each control once per plate, as the plate design holds
+    them), then per-well top-1; exact ties go to the simpler choice.
+
+    Args:
+        table: a well table of the target and the reference experiments (already restricted to the index's scope).
+        experiment: the target.
+        config: the requested IndexConfig (``center`` and/or ``mode`` ``auto``).
+
+    Returns:
+        The resolved config and the evidence.
+    """
+    table = table.aggregate_sites()
+    centers = CANDIDATES if config.center == AUTO else ((config.center, bool(config.per_plate)),)
+    modes = MODE_PREFERENCE if config.mode == AUTO else (config.mode,)
+    rows = _score_all(table, experiment, centers, modes, config)
+    if not rows:
+        center, per_plate, mode = (
+            (FALLBACK[0], FALLBACK[1]) if config.center == AUTO else (config.center, config.per_plate)
+        ) + ((FALLBACK[2] if config.mode == AUTO else config.mode),)
+        reason = (
+            f"{experiment} has no labelled control wells on which to compare choices (or no other experiment has): "
+            f"using {_name(center, per_plate, mode)}"
+        )
+        log.warning("%s", reason)
+        sel = Selection(center, per_plate, mode, [], float("nan"), float("nan"), True, reason)
+        return replace(config, center=center, per_plate=per_plate, mode=mode), sel
+    order = sorted(range(len(rows)), key=lambda i: (-rows[i]["assigned_top1"], -rows[i]["top1"], -rows[i]["map"], i))
+    best = rows[order[0]]
+    margin, noise = float("nan"), float("nan")
+    if len(order) > 1:
+        second = rows[order[1]]
+        margin = best["assigned_top1"] - second["assigned_top1"]
+        a, b = best.pop("_right"), second["_right"]
+        noise = math.sqrt(float((a != b).sum())) / len(a) if len(a) else float("nan")
+    within = len(order) > 1 and not margin > NOISE_SE * noise
+    table_out = [{k: v for k, v in rows[i].items() if not k.startswith("_")} for i in order]
+    chosen = _name(best["center"], best["per_plate"], best["mode"])
+    reason = (
+        f"{chosen}: assigned top-1 {best['assigned_top1']:.3f}, per-well top-1 {best['top1']:.3f}, replicate mAP "
+        f"{best['map']:.3f} on {best['wells']} labelled control wells of {experiment}"
+    )
+    if len(order) > 1:
+        runner = table_out[1]
+        reason += (
+            f"; runner-up {_name(runner['center'], runner['per_plate'], runner['mode'])} "
+            f"{runner['assigned_top1']:.3f}/{runner['top1']:.3f}/{runner['map']:.3f}"
+        )
+    if within:
+        log.warning(
+            "%s: the choice of centering/mode is within noise (lead %.3f, standard error %.3f): %s",
+            experiment,
+            margin,
+            noise,
+            reason,
+        )
+    else:
+        log.info("%s: chose %s", experiment, reason)
+    sel = Selection(best["center"], best["per_plate"], best["mode"], table_out, margin, noise, within, reason)
+    resolved = replace(config, center=best["center"], per_plate=best["per_plate"], mode=best["mode"])
+    return resolved, sel
+
+
+def _name(center: str, per_plate: bool, mode: str) -> str:
+    return f"{center}{' per plate' if per_plate and center != 'none' else ''} + {mode}"
+
+
+def _score_all(
+    table: EmbeddingTable,
+    experiment: str,
+    centers: tuple[tuple[str, bool], ...],
+    modes: tuple[str, ...],
+    config: Any,
+) -> list[dict[str, Any]]:
+    """One row per (centering, mode) with its scores on the target's controls (empty: nothing to score on)."""
+    from phenoprint.errors import EmbeddingTableError
+    from phenoprint.index.build import assemble_index
+    from phenoprint.index.table_centering import batch_keys, center_table, fit_table_centering, reference_mask
+
+    target = table.experiment_mask(experiment)
+    labelled_controls = table.control_mask() & table.labelled_mask()
+    queries = target & labelled_controls
+    if not queries.any() or not (labelled_controls & ~target).any():
+        return []
+    plates = table.meta["Metadata_plate"].to_numpy(dtype=np.int64)
+    labels = table.labels()
+    query_plates = sorted(set(plates[queries].tolist()))
+    # only labelled controls are indexed: the others' treatments stay (a centering fitted on all wells uses them)
+    meta = table.meta.copy()
+    meta.loc[~target & ~labelled_controls, "Metadata_sirna_id"] = None
+    base = EmbeddingTable(meta, table.features, table.feature_names, table.fingerprint, dict(table.info))
+    others = base.subset(~target)
+    ref = reference_mask(base, config.reference)
+    quiet = replace(config, center="none", mode="centroid", open_set_quantile=0.0, kind="flat")
+    rows: list[dict[str, Any]] = []
+    for center, per_plate in centers:
+        ic = replace(quiet, center=center, per_plate=per_plate)
+        right: dict[str, list[np.ndarray]] = {m: [] for m in modes}
+        right_assigned: dict[str, list[np.ndarray]] = {m: [] for m in modes}
+        ap: list[np.ndarray] = []
+        try:
+            other_stats = fit_table_centering(
+                others, center, config.reference, pca_dim=config.pca_dim, ridge=config.ridge, per_plate=per_plate
+            )
+            for p in query_plates:
+                on_p = queries & (plates == p)
+                # leave plate p out: its controls are the queries, so they are neither entries nor in the target's fit
+                hidden = on_p if len(query_plates) > 1 else queries
+                if per_plate:  # a plate's statistics come from its own reference wells, as in the index
+                    fit_rows = ref & target
+                else:
+                    fit_rows = ref & target & ~on_p if len(query_plates) > 1 else ref & target
+                keys = batch_keys(base.meta, per_plate)
+                stats = {
+                    **other_stats,
+                    **fit_centering_by(
+                        base.features[target],
+                        keys[target],
+                        fit_rows[target],
+                        center,
+                        pca_dim=config.pca_dim,
+                        ridge=config.ridge,
+                    ),
+                }
+                sub_meta = base.meta.copy()
+                sub_meta.loc[hidden, "Metadata_sirna_id"] = None
+                sub = EmbeddingTable(sub_meta, base.features, base.feature_names, base.fingerprint, dict(base.info))
+                centred = center_table(sub, stats, per_plate)
+                index = assemble_index(sub, centred, stats, experiment, ic, table.fingerprint, plate_groups=None)
+                x, y = centred[on_p], labels[on_p]
+                ap.append(_control_ap(x, y, index))
+                for mode in modes:
+                    cls = classify(x, index, k=1, mode=mode)
+                    sc = sirna_scores(x, index, mode)
+                    a = assign_experiment(sc.scores, sc.sirna_ids, np.zeros(len(x), dtype=np.int64))
+                    right[mode].append(cls.top1 == y)
+                    right_assigned[mode].append(a.sirna_ids == y)
+        except (ValueError, EmbeddingTableError) as exc:  # e.g. too few reference wells for this centering
+            log.debug("candidate %s skipped: %s", _name(center, per_plate, "-"), exc)
+            continue
+        for mode in modes:
+            r, ra = np.concatenate(right[mode]), np.concatenate(right_assigned[mode])
+            rows.append(
+                {
+                    "center": center,
+                    "per_plate": per_plate and center != "none",
+                    "mode": mode,
+                    "wells": len(r),
+                    "top1": round(float(r.mean()), 4),
+                    "assigned_top1": round(float(ra.mean()), 4),
+                    "map": round(float(np.nanmean(np.concatenate(ap))), 4),
+                    "_right": ra,
+                }
+            )
+    return rows
+
+
+def _control_ap(x: np.ndarray, y: np.ndarray, index: Any) -> np.ndarray:
+    """Each query control's average precision of retrieving the index's entries of its siRNA (a finer signal than
+    top-1, which strong control phenotypes saturate)."""
+    from phenoprint.index.metrics import replicate_average_precision
+
+    vectors = np.concatenate([x, index.vectors])
+    labels = np.concatenate([y, index.entry_labels])
+    batches = np.concatenate([np.full(len(x), "\0query"), index.entries["experiment"].to_numpy(dtype=str)])
+    mask = np.zeros(len(vectors), dtype=bool)
+    mask[: len(x)] = True
+    return replicate_average_precision(vectors, labels, batches, mask)[: len(x)]
+
+
+__all__ = ["AUTO", "CANDIDATES", "MODES", "Selection", "choose_config", "wants_auto"]

@@ -1,0 +1,113 @@
+"""``--center auto``: the choice scored on a batch's own labelled controls, recorded, and doubted when it is a tie."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from phenoprint.cli import main
+from phenoprint.data.table import EmbeddingTable, write_embeddings
+from phenoprint.index.choose import choose_config
+from phenoprint.index.config import IndexConfig
+from phenoprint.index.experiment import ExperimentIndex
+from phenoprint.index.simulate import VectorDesign, simulate_table
+
+TARGET = "HUVEC-01"
+
+
+def _design(plate_offset: float, experiment_offset: float = 0.2) -> VectorDesign:
+    """Four experiments of 4 plates, 10 positive controls + the untreated well on every plate, 16-d."""
+    return VectorDesign(
+        cell_types=(("HUVEC", 4),),
+        n_treatments=40,
+        n_positive_controls=10,
+        dim=16,
+        plate_offset=plate_offset,
+        experiment_offset=experiment_offset,
+        gain_sd=0.0,
+        nuisance_rank=0,
+        positive_control_scale=3.0,
+    )
+
+
+@pytest.fixture(scope="module")
+def plate_effect_table() -> EmbeddingTable:
+    """Plate offsets 4x the noise and the siRNA effects: only a centering fitted per plate removes them."""
+    return simulate_table(_design(plate_offset=4.0), seed=0)
+
+
+def test_a_centering_clearly_best_on_the_controls_is_picked(plate_effect_table: EmbeddingTable) -> None:
+    config, sel = choose_config(plate_effect_table, TARGET, IndexConfig(center="auto", mode="auto"))
+    assert config.per_plate
+    assert sel.per_plate
+    assert (config.center, config.mode) == (sel.center, sel.mode)
+    assert config.center != "none"
+    rows = {(r["center"], r["per_plate"], r["mode"]): r for r in sel.table}
+    assert len(rows) == 7 * 2  # every centering (per experiment and per plate) x both modes
+    assert {r["wells"] for r in sel.table} == {4 * 11}  # the target's labelled controls, every plate
+    chosen = rows[(sel.center, sel.per_plate, sel.mode)]
+    for center in ("none", "center", "center_scale", "tvn"):  # per experiment: the plate offsets stay
+        for mode in ("centroid", "knn"):
+            assert rows[(center, False, mode)]["top1"] < chosen["top1"] - 0.3
+    assert TARGET in sel.reason
+    assert "labelled control wells" in sel.reason
+
+
+def test_a_fixed_centering_leaves_only_the_mode_to_choose(plate_effect_table: EmbeddingTable) -> None:
+    config, sel = choose_config(plate_effect_table, TARGET, IndexConfig(center="tvn", per_plate=True, mode="auto"))
+    assert (config.center, config.per_plate) == ("tvn", True)
+    assert config.mode in ("centroid", "knn")
+    assert {(r["center"], r["per_plate"]) for r in sel.table} == {("tvn", True)}
+
+
+def test_the_table_and_the_reason_land_in_the_manifest_and_index_info(
+    plate_effect_table: EmbeddingTable, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    emb = write_embeddings(plate_effect_table, tmp_path / "e.parquet")
+    out = tmp_path / "indexes" / TARGET
+    argv = ["index", "build", "--embeddings", str(emb), "--experiment", TARGET, "--out", str(out)]
+    assert main(argv) == 0  # --center auto --mode auto are the defaults of index build
+    printed = capsys.readouterr().out
+    index = ExperimentIndex.load(out)
+    selection = index.manifest["selection"]
+    assert index.config.per_plate
+    assert (index.config.center, index.config.mode) == (selection["center"], selection["mode"])
+    assert len(selection["table"]) == 14
+    assert selection["reason"]
+    assert f"auto chose {selection['reason']}" in printed
+    assert main(["index", "info", str(out)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["selection"] == selection
+    assert info["mode"] == index.config.mode
+    assert main(["index", "info", str(out.parent)]) == 0
+    assert f"{index.config.center} per plate + {index.config.mode} (auto)" in capsys.readouterr().out
+
+
+def test_a_near_tie_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    """Without batch effects every centering answers alike: the lead is within noise, and the log says so."""
+    table = simulate_table(_design(plate_offset=0.0, experiment_offset=0.0), seed=1)
+    with caplog.at_level(logging.WARNING, logger="phenoprint.index.choose"):
+        _, sel = choose_config(table, TARGET, IndexConfig(center="auto", mode="auto"))
+    assert sel.within_noise
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("within noise" in w and TARGET in w for w in warnings), warnings
+
+
+def test_a_batch_without_labelled_controls_gets_the_fallback_and_the_reason(
+    plate_effect_table: EmbeddingTable, caplog: pytest.LogCaptureFixture
+) -> None:
+    meta = plate_effect_table.meta.copy()
+    meta.loc[(meta.Metadata_experiment == TARGET) & (meta.Metadata_well_type != "treatment"), "Metadata_sirna_id"] = (
+        None
+    )
+    table = EmbeddingTable(meta, plate_effect_table.features, plate_effect_table.feature_names)
+    with caplog.at_level(logging.WARNING, logger="phenoprint.index.choose"):
+        config, sel = choose_config(table, TARGET, IndexConfig(center="auto", mode="auto"))
+    assert (config.center, config.per_plate, config.mode) == ("center", False, "centroid")
+    assert sel.table == []
+    assert sel.within_noise
+    assert "no labelled control wells" in sel.reason
+    assert any("no labelled control wells" in r.getMessage() for r in caplog.records)
