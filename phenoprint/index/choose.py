@@ -31,6 +31,8 @@ CANDIDATES: tuple[tuple[str, bool], ...] = (
 MODE_PREFERENCE: tuple[str, ...] = ("centroid", "knn")
 #: Fallback when a batch has no labelled controls to score on (the safest choice in every evaluation we ran).
 FALLBACK = ("center", False, "centroid")
+#: How candidates are ranked (recorded in every manifest's ``selection``).
+CRITERION = "assigned_top1, then top1, then map, on the batch's labelled controls (leave-plate-out)"
 #: A lead under this many standard errors of the paired difference is reported as within noise.
 NOISE_SE = 2.0
 
@@ -44,7 +46,8 @@ class Selection:
         per_plate: whether it is fitted per plate.
         mode: the chosen classification mode.
         table: one row per candidate: ``center``, ``per_plate``, ``mode``, ``wells`` (labelled controls scored),
-            ``top1`` (per-well) and ``assigned_top1`` (each control once per plate), best first.
+            ``top1`` (per-well), ``assigned_top1`` (each control once per plate), ``map`` (replicate mAP) and ``mrr``
+            (mean reciprocal rank of the control's own class; reported, not ranked on), best first.
         margin: how much the choice leads the runner-up on the criterion (assigned top-1).
         noise: the standard error of that difference (paired, from the wells the two disagree on).
         within_noise: the margin is under :data:`NOISE_SE` standard errors (the choice is not clearly better).
@@ -65,7 +68,7 @@ class Selection:
             "center": self.center,
             "per_plate": self.per_plate,
             "mode": self.mode,
-            "criterion": "assigned_top1, then top1, then map, on the batch's labelled controls (leave-plate-out)",
+            "criterion": CRITERION,
             "margin": None if math.isnan(self.margin) else round(self.margin, 4),
             "noise": None if math.isnan(self.noise) else round(self.noise, 4),
             "within_noise": self.within_noise,
@@ -184,6 +187,7 @@ def _score_all(
         ic = replace(quiet, center=center, per_plate=per_plate)
         right: dict[str, list[np.ndarray]] = {m: [] for m in modes}
         right_assigned: dict[str, list[np.ndarray]] = {m: [] for m in modes}
+        rr: dict[str, list[np.ndarray]] = {m: [] for m in modes}
         ap: list[np.ndarray] = []
         try:
             other_stats = fit_table_centering(
@@ -222,17 +226,19 @@ def _score_all(
                     a = assign_experiment(sc.scores, sc.sirna_ids, np.zeros(len(x), dtype=np.int64))
                     right[mode].append(cls.top1 == y)
                     right_assigned[mode].append(a.sirna_ids == y)
+                    rr[mode].append(_reciprocal_rank(sc.scores, sc.sirna_ids, y))
         except (ValueError, EmbeddingTableError) as exc:  # e.g. too few reference wells for this centering
             log.debug("candidate %s skipped: %s", _name(center, per_plate, "-"), exc)
             continue
         for mode in modes:
-            r, ra = np.concatenate(right[mode]), np.concatenate(right_assigned[mode])
+            r, ra, rec = (np.concatenate(v[mode]) for v in (right, right_assigned, rr))
             rows.append(
                 {
                     "center": center,
                     "per_plate": per_plate and center != "none",
                     "mode": mode,
                     "wells": len(r),
+                    "mrr": round(float(rec.mean()), 4),
                     "top1": round(float(r.mean()), 4),
                     "assigned_top1": round(float(ra.mean()), 4),
                     "map": round(float(np.nanmean(np.concatenate(ap))), 4),
@@ -240,6 +246,17 @@ def _score_all(
                 }
             )
     return rows
+
+
+def _reciprocal_rank(scores: np.ndarray, sirna_ids: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """1 / rank of each row's true class among the columns (0 where the class is not a column).
+
+    Reported beside the criterion as a finer view than top-1; tried as the criterion itself on the real profiles
+    (scripts/check_auto_profiles.py), it chose worse than the assignment-first ranking."""
+    col = np.clip(np.searchsorted(sirna_ids, y), 0, len(sirna_ids) - 1)
+    own = scores[np.arange(len(y)), col]
+    rank = 1 + (scores > own[:, None]).sum(axis=1)
+    return np.where(sirna_ids[col] == y, 1.0 / rank, 0.0)
 
 
 def _control_ap(x: np.ndarray, y: np.ndarray, index: Any) -> np.ndarray:
