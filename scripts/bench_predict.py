@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(0, quiet=True)
     from phenoprint.data.table import read_embeddings
     from phenoprint.index.simulate import VectorDesign, simulate_table
-    from phenoprint.prediction.commands import concat_tables
+    from phenoprint.prediction.batch import concat_tables
 
     holdout = tuple(args.holdout.split(",")) if args.holdout else None
     result: dict = {"cpu_count": os.cpu_count(), "timing": time_predict(args.dim, args.repeats)}

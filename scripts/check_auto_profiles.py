@@ -52,7 +52,7 @@ FIXED = (
 
 def load_set(root: Path, name: str):
     """One EmbeddingTable of a set: experiment = batch, plates numbered within it, integer labels."""
-    from phenoprint.index.table import EmbeddingTable
+    from phenoprint.data.table import EmbeddingTable
 
     folder, batches = SETS[name]
     frames = []
@@ -109,7 +109,7 @@ def load_set(root: Path, name: str):
 
 def score_set(table) -> dict:
     """Leave-one-batch-out top-1 of every fixed (centering, per plate) x mode, and of auto's choice per batch."""
-    from phenoprint.index.build import IndexConfig
+    from phenoprint.index.config import IndexConfig
     from phenoprint.index.evaluate import EvalConfig, evaluate
 
     base = {"holdout": None, "assign": False, "replicate_map": False, "silhouette": False}

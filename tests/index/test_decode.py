@@ -10,7 +10,8 @@ import pytest
 
 from phenoprint.data.plate import PlateGroups
 from phenoprint.data.table import EmbeddingTable
-from phenoprint.index.build import IndexConfig, build_experiment_index
+from phenoprint.index.build import build_experiment_index
+from phenoprint.index.config import IndexConfig
 from phenoprint.index.decode import decode_experiment, predict_experiment
 
 

@@ -12,7 +12,8 @@ import pytest
 from phenoprint.data.plate import infer_plate_groups
 from phenoprint.data.table import EmbeddingTable, feature_names
 from phenoprint.errors import MetadataError
-from phenoprint.index.build import IndexConfig, build_experiment_index
+from phenoprint.index.build import build_experiment_index
+from phenoprint.index.config import IndexConfig
 from phenoprint.prediction.batch import kaggle_predictions
 from phenoprint.prediction.kaggle import read_test_wells, submission
 
