@@ -160,14 +160,47 @@ def onboard_experiment(
             how it was embedded.
     """
     started = time.perf_counter()
-    ref = reference if isinstance(reference, EmbeddingTable) else read_embeddings(reference)
-    if ref.fingerprint is not None and ref.fingerprint != model.fingerprint:
-        raise EmbeddingTableError(
-            f"the reference embeddings come from model {ref.fingerprint[:16]}…, not from {model.fingerprint[:16]}… "
-            "(re-export them with `phenoprint embed --model` of this run)"
-        )
+    ref = _reference_of(reference, model.fingerprint)
     how = embedding_settings(ref.info, tta, bn_adapt, allow_mismatch)
     everything = embed_all or config.reference == "all" or queries_out is not None
+    metadata, wells = _batch_wells(source, experiment, config, everything)
+    new, record = _embed_batch(model, source, metadata, wells, experiment, how, batch_size, workers, progress)
+    queries_path = None
+    if queries_out is not None:
+        queries_path = write_embeddings(new, queries_out)
+    keep = ref.subset(ref.meta["Metadata_experiment"].to_numpy() != experiment)
+    if ref.dim != new.dim:
+        raise EmbeddingTableError(f"reference embeddings have {ref.dim} dimensions, the model gives {new.dim}")
+    combined = _concat(keep, new)
+    index = build_experiment_index(
+        combined,
+        experiment,
+        config,
+        fingerprint=model.fingerprint,
+        producer=record.producer(),
+        producer_arrays=record.arrays(),
+    )
+    out = index.save(out_dir)
+    seconds = time.perf_counter() - started
+    log.debug("onboarded %s: %d wells embedded, %d index entries, %.1f s", experiment, len(new), len(index), seconds)
+    return OnboardResult(experiment, Path(out), len(new), len(index), seconds, queries_path, how.tta, how.bn_adapt)
+
+
+def _reference_of(reference: EmbeddingTable | str | Path, fingerprint: str) -> EmbeddingTable:
+    """The reference table (read when a path), refused when another model made it."""
+    ref = reference if isinstance(reference, EmbeddingTable) else read_embeddings(reference)
+    if ref.fingerprint is not None and ref.fingerprint != fingerprint:
+        raise EmbeddingTableError(
+            f"the reference embeddings come from model {ref.fingerprint[:16]}…, not from {fingerprint[:16]}… "
+            "(re-export them with `phenoprint embed --model` of this run)"
+        )
+    return ref
+
+
+def _batch_wells(
+    source: SiteSource, experiment: str, config: IndexConfig, everything: bool
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The batch's listed sites that have images, and the wells of ``experiment`` to embed among them."""
     metadata = _wells_with_images(source, source.metadata)
     wells = select_wells(metadata, (experiment,), controls_only=not everything)
     controls = wells[(wells.well_type != "treatment") & wells.sirna_id.notna()]
@@ -176,6 +209,21 @@ def onboard_experiment(
             f"{experiment} has no labelled control wells with images; label its controls in the metadata, "
             "or fit the centering on all its wells (--center-on all)"
         )
+    return metadata, wells
+
+
+def _embed_batch(
+    model: LoadedModel,
+    source: SiteSource,
+    metadata: pd.DataFrame,
+    wells: pd.DataFrame,
+    experiment: str,
+    how: EmbeddingSettings,
+    batch_size: int,
+    workers: int,
+    progress: bool,
+) -> tuple[EmbeddingTable, EmbedderRecord]:
+    """The batch's wells embedded as ``how`` says, and the record of how (stored with the index)."""
     stats = experiment_stats(model, source, metadata, experiment)
     channel_stats = None if stats is None else {experiment: stats}
     embedder: nn.Module = model.embedder
@@ -197,13 +245,6 @@ def onboard_experiment(
         progress=progress,
     )
     new = wells_to_table(emb.wells, emb.vectors, model.fingerprint, {"tta": how.tta, "bn_adapt": how.bn_adapt})
-    queries_path = None
-    if queries_out is not None:
-        queries_path = write_embeddings(new, queries_out)
-    keep = ref.subset(ref.meta["Metadata_experiment"].to_numpy() != experiment)
-    if ref.dim != new.dim:
-        raise EmbeddingTableError(f"reference embeddings have {ref.dim} dimensions, the model gives {new.dim}")
-    combined = _concat(keep, new)
     record = EmbedderRecord(
         input_normalization=model.config.normalization,
         tta=how.tta,
@@ -211,18 +252,7 @@ def onboard_experiment(
         channel_stats=stats,
         bn_state=batchnorm_state(embedder) if how.bn_adapt else None,
     )
-    index = build_experiment_index(
-        combined,
-        experiment,
-        config,
-        fingerprint=model.fingerprint,
-        producer=record.producer(),
-        producer_arrays=record.arrays(),
-    )
-    out = index.save(out_dir)
-    seconds = time.perf_counter() - started
-    log.debug("onboarded %s: %d wells embedded, %d index entries, %.1f s", experiment, len(new), len(index), seconds)
-    return OnboardResult(experiment, Path(out), len(new), len(index), seconds, queries_path, how.tta, how.bn_adapt)
+    return new, record
 
 
 def experiment_stats(

@@ -1,4 +1,7 @@
-"""Training the embedder: AdamW with warmup + cosine, bf16/channels_last on CUDA, DDP, atomic checkpoints, resume."""
+"""Training the embedder: AdamW with warmup + cosine, bf16/channels_last on CUDA, DDP, atomic checkpoints, resume.
+
+Kept as one module although long: the loop's steps share ``TrainingRun`` and ``LoopState`` and are only read together.
+"""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ from phenoprint.index.build import assemble_index, entry_mask, scope_mask
 from phenoprint.index.centering import l2_normalize
 from phenoprint.index.classify import MODES, classify, sirna_scores
 from phenoprint.index.config import IndexConfig
+from phenoprint.index.experiment import ExperimentIndex
 from phenoprint.index.metrics import mean_average_precision, replicate_average_precision, silhouette
 from phenoprint.index.plate_groups import learn_plate_groups
 from phenoprint.index.table_centering import center_table, fit_table_centering
@@ -161,7 +162,6 @@ def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
     meta = table.meta
     labels = table.labels()
     exps = meta["Metadata_experiment"].to_numpy(dtype=str)
-    plates = meta["Metadata_plate"].to_numpy(dtype=np.int64)
     is_query = (labels >= 0) & (meta["Metadata_well_type"] == "treatment").to_numpy()
     holdout = _holdouts(table, config.holdout, is_query)
     stats = fit_table_centering(
@@ -184,28 +184,7 @@ def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
         if config.assign:
             groups = learn_plate_groups(table, exclude=exp, within=scope_mask(table, exp, ic.scope), quiet=True)
         index = assemble_index(table, centred, stats, exp, ic, table.fingerprint, plate_groups=groups)
-        y = labels[q]
-        frame = pd.DataFrame(
-            {
-                "experiment": exp,
-                "cell_type": meta.loc[q, "Metadata_cell_type"].to_numpy(dtype=str),
-                "plate": plates[q],
-                "well": meta.loc[q, "Metadata_well"].to_numpy(dtype=str),
-                "sirna_id": y,
-                "reachable": np.isin(y, index.sirna_ids),
-            }
-        )
-        for mode in config.modes:
-            cls = classify(centred[q], index, k=config.k, mode=mode)
-            frame[f"{mode}_pred"] = cls.top1
-            frame[f"{mode}_top1"] = cls.top1 == y
-            frame[f"{mode}_top{config.k}"] = (cls.sirna_ids == y[:, None]).any(axis=1)
-            frame[f"{mode}_unknown"] = cls.unknown
-            if config.assign:
-                sc = sirna_scores(centred[q], index, mode)
-                a = assign_experiment(sc.scores, sc.sirna_ids, plates[q], index.plate_groups)
-                frame[f"{mode}_assigned"] = a.sirna_ids
-                frame[f"{mode}_assigned_top1"] = a.sirna_ids == y
+        frame = _query_frame(table, labels, centred[q], q, index, exp, config)
         parts.append(frame)
         log.debug("evaluated %s: %d queries against %d entries", exp, int(q.sum()), len(index))
     if not parts:
@@ -233,6 +212,43 @@ def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
     )
     log.debug("evaluation took %.2f s", report.seconds)
     return report
+
+
+def _query_frame(
+    table: EmbeddingTable,
+    labels: np.ndarray,
+    x: np.ndarray,
+    q: np.ndarray,
+    index: ExperimentIndex,
+    exp: str,
+    config: EvalConfig,
+) -> pd.DataFrame:
+    """One row per query well of ``exp`` (mask ``q``, centred vectors ``x``): its truth and each mode's answers."""
+    meta = table.meta
+    y = labels[q]
+    plates = meta["Metadata_plate"].to_numpy(dtype=np.int64)[q]
+    frame = pd.DataFrame(
+        {
+            "experiment": exp,
+            "cell_type": meta.loc[q, "Metadata_cell_type"].to_numpy(dtype=str),
+            "plate": plates,
+            "well": meta.loc[q, "Metadata_well"].to_numpy(dtype=str),
+            "sirna_id": y,
+            "reachable": np.isin(y, index.sirna_ids),
+        }
+    )
+    for mode in config.modes:
+        cls = classify(x, index, k=config.k, mode=mode)
+        frame[f"{mode}_pred"] = cls.top1
+        frame[f"{mode}_top1"] = cls.top1 == y
+        frame[f"{mode}_top{config.k}"] = (cls.sirna_ids == y[:, None]).any(axis=1)
+        frame[f"{mode}_unknown"] = cls.unknown
+        if config.assign:
+            sc = sirna_scores(x, index, mode)
+            a = assign_experiment(sc.scores, sc.sirna_ids, plates, index.plate_groups)
+            frame[f"{mode}_assigned"] = a.sirna_ids
+            frame[f"{mode}_assigned_top1"] = a.sirna_ids == y
+    return frame
 
 
 def _holdouts(table: EmbeddingTable, holdout: tuple[str, ...] | None, is_query: np.ndarray) -> list[str]:
