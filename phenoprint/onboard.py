@@ -11,12 +11,11 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from phenoprint.data.layout import site_status
-from phenoprint.data.source import PngSource, SiteSource
+from phenoprint.data.source import SiteSource
 from phenoprint.data.table import EmbeddingTable, read_embeddings, write_embeddings
 from phenoprint.embedder.data import experiment_channel_stats
-from phenoprint.embedder.export import select_wells, wells_to_table
-from phenoprint.embedder.inference import LoadedModel, adapt_to_wells, batchnorm_state, embed_wells
+from phenoprint.embedder.export import embed_table, select_wells
+from phenoprint.embedder.inference import LoadedModel, adapt_to_wells, batchnorm_state
 from phenoprint.embedder.record import EmbedderRecord
 from phenoprint.errors import EmbeddingTableError, MetadataError
 from phenoprint.index.build import build_experiment_index
@@ -100,19 +99,6 @@ def embedding_settings(
         log.warning("%s; going on as asked (--allow-mismatch): expect lower accuracy", message)
     taken = tta is None and bn_adapt is None and ref_tta is not None and ref_bn is not None
     return EmbeddingSettings(chosen_tta, chosen_bn, taken)
-
-
-def _wells_with_images(source: SiteSource, metadata: pd.DataFrame) -> pd.DataFrame:
-    if isinstance(source, PngSource):
-        present = site_status(metadata, source.root)
-        if not present.all():
-            log.warning(
-                "%d of %d listed sites of the new batch have no images; they are skipped",
-                int((~present).sum()),
-                len(present),
-            )
-        metadata = metadata[present]
-    return metadata
 
 
 def onboard_experiment(
@@ -201,7 +187,7 @@ def _batch_wells(
     source: SiteSource, experiment: str, config: IndexConfig, everything: bool
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The batch's listed sites that have images, and the wells of ``experiment`` to embed among them."""
-    metadata = _wells_with_images(source, source.metadata)
+    metadata = source.with_images(source.metadata, "skipped")
     wells = select_wells(metadata, (experiment,), controls_only=not everything)
     controls = wells[(wells.well_type != "treatment") & wells.sirna_id.notna()]
     if config.reference == "controls" and controls.empty:
@@ -232,19 +218,19 @@ def _embed_batch(
         embedder = adapt_to_wells(
             embedder, source, every_well, model.config, model.device, channel_stats, batch_size, workers
         )
-    emb = embed_wells(
-        embedder,
+    info = {"tta": how.tta, "bn_adapt": how.bn_adapt}
+    new = embed_table(
+        model,
         source,
         wells,
-        config=model.config,
-        device=model.device,
-        batch_size=batch_size,
-        tta=how.tta,
+        info,
+        embedder=embedder,
         channel_stats=channel_stats,
+        tta=how.tta,
+        batch_size=batch_size,
         workers=workers,
         progress=progress,
     )
-    new = wells_to_table(emb.wells, emb.vectors, model.fingerprint, {"tta": how.tta, "bn_adapt": how.bn_adapt})
     record = EmbedderRecord(
         input_normalization=model.config.normalization,
         tta=how.tta,

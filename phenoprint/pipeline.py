@@ -188,7 +188,7 @@ def train_model(config: DemoConfig, root: Path, pack: Path, holdout: tuple[str, 
     """Train the embedder on the non-held-out experiments (reused when the run is finished)."""
     from phenoprint.data.source import open_source
     from phenoprint.embedder.checkpoint import RUN_FILE
-    from phenoprint.embedder.config import ModelConfig, TrainConfig
+    from phenoprint.embedder.config import train_config
     from phenoprint.embedder.report import CURVE_FILE, MODEL_CARD
     from phenoprint.embedder.train import train
     from phenoprint.index.evaluate import validation_top1
@@ -204,17 +204,15 @@ def train_model(config: DemoConfig, root: Path, pack: Path, holdout: tuple[str, 
         return run
     source = open_source(root, pack)
     n_classes = int(source.metadata.sirna_id.max()) + 1
-    train_config = TrainConfig(
-        model=ModelConfig(
-            backbone=config.backbone,
-            embedding_dim=config.embedding_dim,
-            num_classes=n_classes,
-            head=config.head,  # type: ignore[arg-type]
-            margin=config.margin,
-            scale=config.scale,
-        ),
+    options = train_config(
+        backbone=config.backbone,
+        embedding_dim=config.embedding_dim,
+        num_classes=n_classes,
+        head=config.head,
+        margin=config.margin,
+        scale=config.scale,
         image_size=config.image_size,
-        normalization=config.normalization,  # type: ignore[arg-type]
+        normalization=config.normalization,
         epochs=config.epochs,
         batch_size=config.batch_size,
         lr=config.lr,
@@ -230,7 +228,7 @@ def train_model(config: DemoConfig, root: Path, pack: Path, holdout: tuple[str, 
         pack=str(pack),
     )
     has_checkpoint = (run / "checkpoints" / "latest.json").is_file()
-    train(train_config, source, run, resume=has_checkpoint, progress=config.progress, validate=validation_top1)
+    train(options, source, run, resume=has_checkpoint, progress=config.progress, validate=validation_top1)
     _explain_run(run, CURVE_FILE, MODEL_CARD, say)
     return run
 

@@ -392,6 +392,10 @@ class PackSource:
                 "(only sites with images are packed)",
             ) from None
 
+    def with_images(self, metadata: pd.DataFrame, skipped: str) -> pd.DataFrame:
+        """``metadata`` unchanged: packing kept only the sites that had images, and every packed site has pixels."""
+        return metadata
+
     def load(self, experiment: str, plate: int, well: str, site: int) -> np.ndarray:
         """One site as a (6, S, S) uint8 array (a copy, detached from the memory map)."""
         return np.array(self.images[self.row(experiment, plate, well, site)])

@@ -24,8 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from phenoprint.atomic import write_json_atomic
-from phenoprint.data.layout import site_status
-from phenoprint.data.source import PngSource, SiteSource
+from phenoprint.data.source import SiteSource
 from phenoprint.data.table import EmbeddingTable
 from phenoprint.embedder.checkpoint import (
     CONFIG_FILE,
@@ -108,15 +107,8 @@ def split_wells(
     for exp in holdout:
         if exp not in known:
             raise UnknownExperimentError(exp, known)
-    if isinstance(require_images_in, PngSource):
-        present = site_status(metadata, require_images_in.root)
-        if not present.all():
-            log.warning(
-                "%d of %d listed sites have no images on disk and are left out of training",
-                int((~present).sum()),
-                len(present),
-            )
-        metadata = metadata[present]
+    if require_images_in is not None:
+        metadata = require_images_in.with_images(metadata, "left out of training")
     wells = well_table(metadata)
     wells = wells[wells.sirna_id.notna()].reset_index(drop=True)
     is_val = wells.experiment.isin(holdout)
