@@ -517,6 +517,11 @@ def _checkpoint(run: TrainingRun, state: LoopState, at: Position, config: TrainC
     state.saved_step = at.step
 
 
+def _finite_or_none(value: float | None) -> float | None:
+    """``value``, or None where it is NaN or infinite (JSON cannot hold those; the run's JSON says unknown)."""
+    return None if value is None or not math.isfinite(value) else value
+
+
 def _finish(run: TrainingRun, state: LoopState, config: TrainConfig, run_dir: Path, ctx: DistContext) -> TrainResult:
     """Write the run (weights, run.json, model card) on rank 0 and say where it is."""
     fp: str | None = None
@@ -524,8 +529,8 @@ def _finish(run: TrainingRun, state: LoopState, config: TrainConfig, run_dir: Pa
         info = {
             "steps": state.step,
             "epochs_completed": state.epoch,
-            "final_loss": state.last_loss,
-            "val_top1": state.val_top1,
+            "final_loss": _finite_or_none(state.last_loss),  # None: no step ran (an extension with none left)
+            "val_top1": _finite_or_none(state.val_top1),
             "train_experiments": sorted(run.train_w.experiment.unique()),
             "holdout": list(config.holdout),
             "num_train_wells": len(run.train_w),
