@@ -187,5 +187,13 @@ def write_bytes_atomic(data: bytes, path: str | Path) -> Path:
 
 
 def write_json_atomic(data: Any, path: str | Path) -> Path:
-    """Write JSON (indented, keys sorted) atomically (see :func:`atomic_path`)."""
-    return write_bytes_atomic((json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), path)
+    """Write JSON (indented, keys sorted) atomically (see :func:`atomic_path`); the project's one JSON writer.
+
+    Raises:
+        ValueError: ``data`` holds NaN or an infinity, which strict JSON readers refuse (nothing is written).
+    """
+    try:
+        text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False)
+    except ValueError as exc:
+        raise ValueError(f"{path}: NaN or infinity cannot be written as JSON ({exc}); expected finite numbers") from exc
+    return write_bytes_atomic((text + "\n").encode(), path)

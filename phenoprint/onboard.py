@@ -11,12 +11,11 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from phenoprint.data.layout import site_status
-from phenoprint.data.source import PngSource, SiteSource
+from phenoprint.data.source import SiteSource
 from phenoprint.data.table import EmbeddingTable, read_embeddings, write_embeddings
 from phenoprint.embedder.data import experiment_channel_stats
-from phenoprint.embedder.export import select_wells, wells_to_table
-from phenoprint.embedder.inference import LoadedModel, adapt_to_wells, batchnorm_state, embed_wells
+from phenoprint.embedder.export import embed_table, select_wells
+from phenoprint.embedder.inference import LoadedModel, adapt_to_wells, batchnorm_state
 from phenoprint.embedder.record import EmbedderRecord
 from phenoprint.errors import EmbeddingTableError, MetadataError
 from phenoprint.index.build import build_experiment_index
@@ -102,19 +101,6 @@ def embedding_settings(
     return EmbeddingSettings(chosen_tta, chosen_bn, taken)
 
 
-def _wells_with_images(source: SiteSource, metadata: pd.DataFrame) -> pd.DataFrame:
-    if isinstance(source, PngSource):
-        present = site_status(metadata, source.root)
-        if not present.all():
-            log.warning(
-                "%d of %d listed sites of the new batch have no images; they are skipped",
-                int((~present).sum()),
-                len(present),
-            )
-        metadata = metadata[present]
-    return metadata
-
-
 def onboard_experiment(
     model: LoadedModel,
     source: SiteSource,
@@ -160,43 +146,11 @@ def onboard_experiment(
             how it was embedded.
     """
     started = time.perf_counter()
-    ref = reference if isinstance(reference, EmbeddingTable) else read_embeddings(reference)
-    if ref.fingerprint is not None and ref.fingerprint != model.fingerprint:
-        raise EmbeddingTableError(
-            f"the reference embeddings come from model {ref.fingerprint[:16]}…, not from {model.fingerprint[:16]}… "
-            "(re-export them with `phenoprint embed --model` of this run)"
-        )
+    ref = _reference_of(reference, model.fingerprint)
     how = embedding_settings(ref.info, tta, bn_adapt, allow_mismatch)
     everything = embed_all or config.reference == "all" or queries_out is not None
-    metadata = _wells_with_images(source, source.metadata)
-    wells = select_wells(metadata, (experiment,), controls_only=not everything)
-    controls = wells[(wells.well_type != "treatment") & wells.sirna_id.notna()]
-    if config.reference == "controls" and controls.empty:
-        raise MetadataError(
-            f"{experiment} has no labelled control wells with images; label its controls in the metadata, "
-            "or fit the centering on all its wells (--center-on all)"
-        )
-    stats = experiment_stats(model, source, metadata, experiment)
-    channel_stats = None if stats is None else {experiment: stats}
-    embedder: nn.Module = model.embedder
-    if how.bn_adapt:  # statistics need no labels: adapt on every well of the batch, whichever are embedded
-        every_well = select_wells(metadata, (experiment,))
-        embedder = adapt_to_wells(
-            embedder, source, every_well, model.config, model.device, channel_stats, batch_size, workers
-        )
-    emb = embed_wells(
-        embedder,
-        source,
-        wells,
-        config=model.config,
-        device=model.device,
-        batch_size=batch_size,
-        tta=how.tta,
-        channel_stats=channel_stats,
-        workers=workers,
-        progress=progress,
-    )
-    new = wells_to_table(emb.wells, emb.vectors, model.fingerprint, {"tta": how.tta, "bn_adapt": how.bn_adapt})
+    metadata, wells = _batch_wells(source, experiment, config, everything)
+    new, record = _embed_batch(model, source, metadata, wells, experiment, how, batch_size, workers, progress)
     queries_path = None
     if queries_out is not None:
         queries_path = write_embeddings(new, queries_out)
@@ -204,13 +158,6 @@ def onboard_experiment(
     if ref.dim != new.dim:
         raise EmbeddingTableError(f"reference embeddings have {ref.dim} dimensions, the model gives {new.dim}")
     combined = _concat(keep, new)
-    record = EmbedderRecord(
-        input_normalization=model.config.normalization,
-        tta=how.tta,
-        bn_adapt=how.bn_adapt,
-        channel_stats=stats,
-        bn_state=batchnorm_state(embedder) if how.bn_adapt else None,
-    )
     index = build_experiment_index(
         combined,
         experiment,
@@ -223,6 +170,75 @@ def onboard_experiment(
     seconds = time.perf_counter() - started
     log.debug("onboarded %s: %d wells embedded, %d index entries, %.1f s", experiment, len(new), len(index), seconds)
     return OnboardResult(experiment, Path(out), len(new), len(index), seconds, queries_path, how.tta, how.bn_adapt)
+
+
+def _reference_of(reference: EmbeddingTable | str | Path, fingerprint: str) -> EmbeddingTable:
+    """The reference table (read when a path), refused when another model made it."""
+    ref = reference if isinstance(reference, EmbeddingTable) else read_embeddings(reference)
+    if ref.fingerprint is not None and ref.fingerprint != fingerprint:
+        raise EmbeddingTableError(
+            f"the reference embeddings come from model {ref.fingerprint[:16]}…, not from {fingerprint[:16]}… "
+            "(re-export them with `phenoprint embed --model` of this run)"
+        )
+    return ref
+
+
+def _batch_wells(
+    source: SiteSource, experiment: str, config: IndexConfig, everything: bool
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The batch's listed sites that have images, and the wells of ``experiment`` to embed among them."""
+    metadata = source.with_images(source.metadata, "skipped")
+    wells = select_wells(metadata, (experiment,), controls_only=not everything)
+    controls = wells[(wells.well_type != "treatment") & wells.sirna_id.notna()]
+    if config.reference == "controls" and controls.empty:
+        raise MetadataError(
+            f"{experiment} has no labelled control wells with images; label its controls in the metadata, "
+            "or fit the centering on all its wells (--center-on all)"
+        )
+    return metadata, wells
+
+
+def _embed_batch(
+    model: LoadedModel,
+    source: SiteSource,
+    metadata: pd.DataFrame,
+    wells: pd.DataFrame,
+    experiment: str,
+    how: EmbeddingSettings,
+    batch_size: int,
+    workers: int,
+    progress: bool,
+) -> tuple[EmbeddingTable, EmbedderRecord]:
+    """The batch's wells embedded as ``how`` says, and the record of how (stored with the index)."""
+    stats = experiment_stats(model, source, metadata, experiment)
+    channel_stats = None if stats is None else {experiment: stats}
+    embedder: nn.Module = model.embedder
+    if how.bn_adapt:  # statistics need no labels: adapt on every well of the batch, whichever are embedded
+        every_well = select_wells(metadata, (experiment,))
+        embedder = adapt_to_wells(
+            embedder, source, every_well, model.config, model.device, channel_stats, batch_size, workers
+        )
+    info = {"tta": how.tta, "bn_adapt": how.bn_adapt}
+    new = embed_table(
+        model,
+        source,
+        wells,
+        info,
+        embedder=embedder,
+        channel_stats=channel_stats,
+        tta=how.tta,
+        batch_size=batch_size,
+        workers=workers,
+        progress=progress,
+    )
+    record = EmbedderRecord(
+        input_normalization=model.config.normalization,
+        tta=how.tta,
+        bn_adapt=how.bn_adapt,
+        channel_stats=stats,
+        bn_state=batchnorm_state(embedder) if how.bn_adapt else None,
+    )
+    return new, record
 
 
 def experiment_stats(

@@ -2,6 +2,9 @@
 
 Each step writes its outputs atomically and is skipped when they are already complete, so a rerun (or a
 run after an interruption) continues where the last one stopped.
+
+Kept as one module although long: its functions are the steps of one chain that share ``DemoConfig`` and the
+reuse checks, and tests, scripts and the README import them from here.
 """
 
 from __future__ import annotations
@@ -187,7 +190,7 @@ def train_model(config: DemoConfig, root: Path, pack: Path, holdout: tuple[str, 
     """Train the embedder on the non-held-out experiments (reused when the run is finished)."""
     from phenoprint.data.source import open_source
     from phenoprint.embedder.checkpoint import RUN_FILE
-    from phenoprint.embedder.config import ModelConfig, TrainConfig
+    from phenoprint.embedder.config import train_config
     from phenoprint.embedder.report import CURVE_FILE, MODEL_CARD
     from phenoprint.embedder.train import train
     from phenoprint.index.evaluate import validation_top1
@@ -203,17 +206,15 @@ def train_model(config: DemoConfig, root: Path, pack: Path, holdout: tuple[str, 
         return run
     source = open_source(root, pack)
     n_classes = int(source.metadata.sirna_id.max()) + 1
-    train_config = TrainConfig(
-        model=ModelConfig(
-            backbone=config.backbone,
-            embedding_dim=config.embedding_dim,
-            num_classes=n_classes,
-            head=config.head,  # type: ignore[arg-type]
-            margin=config.margin,
-            scale=config.scale,
-        ),
+    options = train_config(
+        backbone=config.backbone,
+        embedding_dim=config.embedding_dim,
+        num_classes=n_classes,
+        head=config.head,
+        margin=config.margin,
+        scale=config.scale,
         image_size=config.image_size,
-        normalization=config.normalization,  # type: ignore[arg-type]
+        normalization=config.normalization,
         epochs=config.epochs,
         batch_size=config.batch_size,
         lr=config.lr,
@@ -229,7 +230,7 @@ def train_model(config: DemoConfig, root: Path, pack: Path, holdout: tuple[str, 
         pack=str(pack),
     )
     has_checkpoint = (run / "checkpoints" / "latest.json").is_file()
-    train(train_config, source, run, resume=has_checkpoint, progress=config.progress, validate=validation_top1)
+    train(options, source, run, resume=has_checkpoint, progress=config.progress, validate=validation_top1)
     _explain_run(run, CURVE_FILE, MODEL_CARD, say)
     return run
 
@@ -571,48 +572,21 @@ def run_demo(config: DemoConfig, say: Say = log.info) -> DemoResult:
         lambda: onboard(config, run, root, reference, holdout, say),
         say,
     )
-    evaluation: Evaluation | None = None
-
-    def _evaluate() -> pd.DataFrame:
-        from phenoprint.index.plots import projection_plots
-
-        nonlocal evaluation
-        plain = export_plain(config, run, root, pack, say)
-        table = labelled_table(root, [reference, *queries.values()])
-        oracle = labelled_table(oracle_root, [embed_oracle(config, run, oracle_root, oracle_pack, say)])
-        evaluation = evaluate_all(config, table, oracle, holdout, plain_table=labelled_table(root, [plain]))
-        frame = evaluation.table
-        with atomic_path(config.workdir / "evaluation.csv") as tmp:
-            frame.to_csv(tmp, index=False)
-        say(format_table(frame, len(holdout)))
-        say(explain_table(frame, config))
-        print_batch_answer(config, table, oracle_table=frame, queries=queries, holdout=holdout, say=say)
-        panels, wells = projection_panels(config, root, pack, [reference, *queries.values()], plain)
-        for path in projection_plots(panels, wells, config.workdir / "plots"):
-            explain(path, FIGURE_NOTES[path.name], say)
-        return frame
-
-    result.table = _step(result, "6/7 evaluate the held-out experiments (leave-experiment-out)", _evaluate, say)
-
-    server: subprocess.Popen | None = None
-
-    def _query() -> dict[str, Any]:
-        nonlocal server
-        wanted = config.port
-        port = wanted if wanted and port_is_free(wanted) else free_port()
-        say(" ".join(["phenoprint", *serve_command(run, config.workdir / "indexes", port)[3:]]))
-        server = start_server(run, config.workdir / "indexes", port, config.workdir / "serve.log")
-        moved = f" (port {wanted} was taken)" if wanted and port != wanted else ""
-        say(f"the API is up at http://127.0.0.1:{port}{moved}; its log: {config.workdir / 'serve.log'}")
-        answer = classify_over_http(port, root, holdout[0], seed=config.seed)
-        assert evaluation is not None
-        for line in answer_lines(answer, evaluation.service_top1.get(holdout[0])):
-            say(line)
-        answer["url"] = f"http://127.0.0.1:{port}"
-        return answer
-
+    evaluation = _step(
+        result,
+        "6/7 evaluate the held-out experiments (leave-experiment-out)",
+        lambda: _evaluate_demo(config, run, (root, pack), (oracle_root, oracle_pack), reference, queries, holdout, say),
+        say,
+    )
+    result.table = evaluation.table
+    servers: list[subprocess.Popen] = []
     try:
-        result.answer = _step(result, "7/7 serve the API and classify one held-out well over HTTP", _query, say)
+        result.answer = _step(
+            result,
+            "7/7 serve the API and classify one held-out well over HTTP",
+            lambda: _query_demo(config, run, root, holdout, evaluation, servers, say),
+            say,
+        )
         result.paths = {
             "data": root,
             "oracle": oracle_root,
@@ -620,30 +594,16 @@ def run_demo(config: DemoConfig, say: Say = log.info) -> DemoResult:
             "reference": reference,
             "indexes": config.workdir / "indexes",
         }
-        record = {  # the demo's own time: from generation to the answer, not the serving that may follow
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-            "wall_seconds": round(time.time() - started, 1),
-            "cpu_count": os.cpu_count(),
-            "seconds": result.seconds,
-            "answer": result.answer,
-            "config": {
-                "preset": config.preset,
-                "backbone": config.backbone,
-                "image_size": config.image_size,
-                "epochs": config.epochs,
-                "tta": config.tta,
-                "bn_adapt": config.bn_adapt,
-            },
-        }
+        record = _demo_record(config, result, started)
         write_json_atomic(record, config.workdir / "demo.json")
         say(f"\nstep times (s): {json.dumps(result.seconds)}; {record['wall_seconds']:.0f} s in all")
-        if config.serve and server is not None:
+        if config.serve and servers:
             url = result.answer["url"]
             say(f"\nserving on {url} (OpenAPI docs at {url}/docs); Ctrl-C to stop")
-            if wait_for_interrupt(server):
+            if wait_for_interrupt(servers[0]):
                 say("\nstopping the server")
     finally:
-        if server is not None:
+        for server in servers:
             stop_server(server)
     return result
 
@@ -706,6 +666,79 @@ def print_batch_answer(
         },
         config.workdir / "predict.json",
     )
+
+
+def _evaluate_demo(
+    config: DemoConfig,
+    run: Path,
+    data: tuple[Path, Path],
+    oracle_data: tuple[Path, Path],
+    reference: Path,
+    queries: dict[str, Path],
+    holdout: tuple[str, ...],
+    say: Say,
+) -> Evaluation:
+    """Step 6: the evaluation table (written and explained) and the projection figures."""
+    from phenoprint.index.plots import projection_plots
+
+    root, pack = data
+    oracle_root, oracle_pack = oracle_data
+    plain = export_plain(config, run, root, pack, say)
+    table = labelled_table(root, [reference, *queries.values()])
+    oracle = labelled_table(oracle_root, [embed_oracle(config, run, oracle_root, oracle_pack, say)])
+    evaluation = evaluate_all(config, table, oracle, holdout, plain_table=labelled_table(root, [plain]))
+    frame = evaluation.table
+    with atomic_path(config.workdir / "evaluation.csv") as tmp:
+        frame.to_csv(tmp, index=False)
+    say(format_table(frame, len(holdout)))
+    say(explain_table(frame, config))
+    print_batch_answer(config, table, oracle_table=frame, queries=queries, holdout=holdout, say=say)
+    panels, wells = projection_panels(config, root, pack, [reference, *queries.values()], plain)
+    for path in projection_plots(panels, wells, config.workdir / "plots"):
+        explain(path, FIGURE_NOTES[path.name], say)
+    return evaluation
+
+
+def _query_demo(
+    config: DemoConfig,
+    run: Path,
+    root: Path,
+    holdout: tuple[str, ...],
+    evaluation: Evaluation,
+    servers: list[subprocess.Popen],
+    say: Say,
+) -> dict[str, Any]:
+    """Step 7: serve the indexes (the server joins ``servers``, for the caller to stop) and classify one well."""
+    wanted = config.port
+    port = wanted if wanted and port_is_free(wanted) else free_port()
+    say(" ".join(["phenoprint", *serve_command(run, config.workdir / "indexes", port)[3:]]))
+    servers.append(start_server(run, config.workdir / "indexes", port, config.workdir / "serve.log"))
+    moved = f" (port {wanted} was taken)" if wanted and port != wanted else ""
+    say(f"the API is up at http://127.0.0.1:{port}{moved}; its log: {config.workdir / 'serve.log'}")
+    answer = classify_over_http(port, root, holdout[0], seed=config.seed)
+    for line in answer_lines(answer, evaluation.service_top1.get(holdout[0])):
+        say(line)
+    answer["url"] = f"http://127.0.0.1:{port}"
+    return answer
+
+
+def _demo_record(config: DemoConfig, result: DemoResult, started: float) -> dict[str, Any]:
+    """What demo.json holds: the demo's own time (generation to answer, not the serving after) and its settings."""
+    return {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "wall_seconds": round(time.time() - started, 1),
+        "cpu_count": os.cpu_count(),
+        "seconds": result.seconds,
+        "answer": result.answer,
+        "config": {
+            "preset": config.preset,
+            "backbone": config.backbone,
+            "image_size": config.image_size,
+            "epochs": config.epochs,
+            "tta": config.tta,
+            "bn_adapt": config.bn_adapt,
+        },
+    }
 
 
 def format_table(frame: pd.DataFrame, n_holdout: int) -> str:

@@ -200,10 +200,12 @@ def make_data(work: Path, args: argparse.Namespace) -> tuple[Path, dict[int, Pat
 
 
 def train_config(args: argparse.Namespace, backbone: str, size: int, num_classes: int, **kw: Any):
-    from phenoprint.embedder.config import ModelConfig, TrainConfig
+    from phenoprint.embedder.config import train_config as from_options
 
-    return TrainConfig(
-        model=ModelConfig(backbone=backbone, embedding_dim=512, num_classes=num_classes),
+    return from_options(
+        backbone=backbone,
+        embedding_dim=512,
+        num_classes=num_classes,
         image_size=size,
         epochs=10_000,
         batch_size=args.batch_size,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from phenoprint.atomic import atomic_path, write_bytes_atomic
+from phenoprint.atomic import atomic_path, write_bytes_atomic, write_json_atomic
 
 
 def _leftover(folder: Path, name: str) -> Path:
@@ -47,3 +47,10 @@ def test_a_temporary_still_being_written_is_kept(tmp_path: Path) -> None:
         write_bytes_atomic(b"second", tmp_path / "emb.parquet")
         assert tmp.exists()
     assert (tmp_path / "emb.parquet").read_bytes() == b"first"
+
+
+def test_the_json_writer_refuses_nan_and_leaves_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "x.json"
+    with pytest.raises(ValueError, match=r"x\.json: NaN or infinity cannot be written as JSON"):
+        write_json_atomic({"x": float("nan")}, target)
+    assert list(tmp_path.iterdir()) == []

@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 
 
 def _add_serve(p: argparse.ArgumentParser) -> None:
+    """The serve options: where the model, indexes and socket are, then the limits."""
     # Each option is a Settings field of the same name; its default lives there (read from its PHENOPRINT_* variable
     # or the settings file), so an option left out is absent from the namespace and the variable applies.
     unset = argparse.SUPPRESS
@@ -46,6 +47,12 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
         default=unset,
         help="where the embedder runs (env PHENOPRINT_DEVICE; default auto)",
     )
+    _add_serve_limits(p)
+
+
+def _add_serve_limits(p: argparse.ArgumentParser) -> None:
+    """The serve options that bound and tune the work (request sizes, batching, rescans, threads, TTA, logs)."""
+    unset = argparse.SUPPRESS
     p.add_argument(
         "--max-upload-bytes",
         type=int,

@@ -12,7 +12,7 @@ import numpy as np
 from fastapi import UploadFile
 
 from phenoprint.data.images import check_pixels, decode_png, read_png_header
-from phenoprint.data.layout import CHANNELS, SITES
+from phenoprint.data.layout import CHANNELS, SITES, WELL_NAME_PATTERN
 from phenoprint.errors import ImageFormatError
 
 #: What every site needs: the six RxRx1 channels w1-w6.
@@ -21,7 +21,7 @@ SEND_INSTEAD = "send the 6 channel PNGs (w1-w6) of 1 or 2 sites, named like B02_
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: ``<anything>_s<site>_w<channel>.png`` or ``s<site>_w<channel>.png``; RxRx1 names start with the well.
 _NAME_RE = re.compile(r"^(?:(?P<prefix>.*)_)?s(?P<site>\d{1,3})_w(?P<channel>\d{1,3})\.png$", re.IGNORECASE)
-_WELL_RE = re.compile(r"(?:^|_)(?P<well>[A-P](?:0[1-9]|1[0-9]|2[0-4]))$", re.IGNORECASE)
+_WELL_RE = re.compile(rf"(?:^|_)(?P<well>{WELL_NAME_PATTERN})$", re.IGNORECASE)
 _SHOWN_NAME = 120  # characters of a client's file name repeated in messages
 #: Smallest channel image accepted, per side: a site must hold a few cells (a 1x1 "site" has no spread to
 #: standardize by); the pack refuses smaller sizes too.

@@ -48,7 +48,9 @@ SIRNA_NAME = "sirna"
 
 LayoutName = Literal["v1", "kaggle"]
 
-_WELL_RE = re.compile(r"^[A-P](0[1-9]|1[0-9]|2[0-4])$")
+#: A well name of a 384-well plate (rows A-P, columns 01-24), as a pattern other patterns embed.
+WELL_NAME_PATTERN = r"[A-P](?:0[1-9]|1[0-9]|2[0-4])"
+_WELL_RE = re.compile(rf"^{WELL_NAME_PATTERN}$")
 _EXPERIMENT_RE = re.compile(r"^(?P<cell_type>[A-Za-z0-9]+)-(?P<number>\d+)$")
 _IMAGE_NAME_RE = re.compile(r"^(?P<well>[A-P]\d\d)_s(?P<site>\d+)_w(?P<channel>\d+)\.png$")
 

@@ -7,6 +7,8 @@ Layout of a pack folder::
     index.parquet   the canonical site table (read_metadata columns) plus ``row``, the site's row in images.npy
     build.json      while packing: what is being packed (source, size, shape), so a rerun resumes or refuses
     done.npy        while packing: one flag per row, saved after each chunk's pixels are flushed
+
+Kept as one module although long: writing and reading a pack share its file names, manifest and checks.
 """
 
 from __future__ import annotations
@@ -118,6 +120,29 @@ def pack(
     start = time.perf_counter()
     out = Path(out)
     layout = detect_layout(root)
+    meta, n_missing = _sites_with_images(root)
+    if (layout.root / PENDING_RECORD).is_file():
+        log.warning("%s holds an unfinished phenoprint synth run; packing the sites written so far", root)
+    build = _build_record(root, layout, meta, size)
+    state = _claim(out, build)
+    if state == "complete":
+        log.info("%s already holds this pack, complete", out)
+        return PackResult(out, len(meta), 0, len(meta), n_missing, time.perf_counter() - start)
+    shape = tuple(build["shape"])
+    if state == "fresh":
+        with atomic_path(out / INDEX) as tmp:
+            meta.assign(row=np.arange(len(meta), dtype=np.int64)).to_parquet(tmp, index=False)
+        np.lib.format.open_memmap(out / IMAGES, mode="w+", dtype=np.uint8, shape=shape).flush()
+        _save_done(np.zeros(len(meta), dtype=bool), out / DONE)
+    decoded, resumed = _decode_remaining(layout, out, meta, size=size, workers=workers, chunk=chunk, progress=progress)
+    _finish(out, build, layout.name, n_missing)
+    seconds = time.perf_counter() - start
+    log.info("packed %d sites of %s into %s (%s) in %.1f s", len(meta), root, out, "x".join(map(str, shape)), seconds)
+    return PackResult(out, len(meta), decoded, resumed, n_missing, seconds)
+
+
+def _sites_with_images(root: str | Path) -> tuple[pd.DataFrame, int]:
+    """The listed sites of ``root`` that have images (renumbered), and how many listed sites have none."""
     meta = read_metadata(root)
     present = site_status(meta, root).to_numpy()
     n_missing = int((~present).sum())
@@ -131,15 +156,18 @@ def pack(
     meta = meta[present].reset_index(drop=True)
     if meta.empty:
         raise LayoutError(f"{root}: none of the {len(present)} listed sites has images; nothing to pack")
-    if (layout.root / PENDING_RECORD).is_file():
-        log.warning("%s holds an unfinished phenoprint synth run; packing the sites written so far", root)
+    return meta, n_missing
+
+
+def _build_record(root: str | Path, layout: Layout, meta: pd.DataFrame, size: int | None) -> dict[str, Any]:
+    """What identifies the pack being built (source, size, shape, site list): a resumed build must match it."""
     height, width = _site_shape(layout, meta.iloc[0])
     if size is not None:
         if size > min(height, width):
             log.warning("--size %d enlarges %dx%d sites: the box filter only repeats pixels", size, width, height)
         height = width = size
     shape = (len(meta), len(CHANNELS), height, width)
-    build = {
+    return {
         "format_version": PACK_FORMAT_VERSION,
         "source_root": str(root),
         "source_resolved": str(Path(root).resolve()),
@@ -149,16 +177,12 @@ def pack(
         "n_sites": len(meta),
         "sites_sha256": _sites_digest(meta),
     }
-    state = _claim(out, build)
-    if state == "complete":
-        log.info("%s already holds this pack, complete", out)
-        return PackResult(out, len(meta), 0, len(meta), n_missing, time.perf_counter() - start)
-    if state == "fresh":
-        with atomic_path(out / INDEX) as tmp:
-            meta.assign(row=np.arange(len(meta), dtype=np.int64)).to_parquet(tmp, index=False)
-        np.lib.format.open_memmap(out / IMAGES, mode="w+", dtype=np.uint8, shape=shape).flush()
-        _save_done(np.zeros(len(meta), dtype=bool), out / DONE)
 
+
+def _decode_remaining(
+    layout: Layout, out: Path, meta: pd.DataFrame, *, size: int | None, workers: int, chunk: int, progress: bool
+) -> tuple[int, int]:
+    """Decode the rows not yet flagged done, saving the flags after every chunk; (decoded, found done)."""
     done = np.load(out / DONE)
     todo = np.flatnonzero(~done)
     resumed = len(meta) - len(todo)
@@ -174,10 +198,14 @@ def pack(
             bar.update(len(rows))
     finally:
         bar.close()
+    return len(todo), resumed
 
+
+def _finish(out: Path, build: dict[str, Any], layout_name: str, n_missing: int) -> None:
+    """Write the manifest (the pack becomes readable) and remove the build's bookkeeping."""
     manifest = {
         **build,
-        "layout": layout.name,
+        "layout": layout_name,
         "n_missing": n_missing,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -185,9 +213,6 @@ def pack(
     (out / DONE).unlink(missing_ok=True)
     remove_stale_temporaries_of(out / DONE)  # a kill during its last save: no later save would clean it
     (out / BUILD).unlink(missing_ok=True)
-    seconds = time.perf_counter() - start
-    log.info("packed %d sites of %s into %s (%s) in %.1f s", len(meta), root, out, "x".join(map(str, shape)), seconds)
-    return PackResult(out, len(meta), len(todo), resumed, n_missing, seconds)
 
 
 def _site_shape(layout: Layout, first: Any) -> tuple[int, int]:
@@ -366,6 +391,10 @@ class PackSource:
                 f"site {experiment} plate {plate} {well} s{site} is not in this pack of {len(self)} sites "
                 "(only sites with images are packed)",
             ) from None
+
+    def with_images(self, metadata: pd.DataFrame, skipped: str) -> pd.DataFrame:
+        """``metadata`` unchanged: packing kept only the sites that had images, and every packed site has pixels."""
+        return metadata
 
     def load(self, experiment: str, plate: int, well: str, site: int) -> np.ndarray:
         """One site as a (6, S, S) uint8 array (a copy, detached from the memory map)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -9,7 +10,9 @@ import numpy as np
 import pandas as pd
 
 from phenoprint.data.images import load_site
-from phenoprint.data.layout import CHANNELS, detect_layout, read_metadata
+from phenoprint.data.layout import CHANNELS, detect_layout, read_metadata, site_status
+
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -27,6 +30,11 @@ class SiteSource(Protocol):
 
     def load(self, experiment: str, plate: int, well: str, site: int) -> np.ndarray:
         """One site as a (C, H, W) uint8 array; raises ``ImageFormatError`` when it cannot be read."""
+        ...
+
+    def with_images(self, metadata: pd.DataFrame, skipped: str) -> pd.DataFrame:
+        """The rows of ``metadata`` whose sites this source can load, warning how many are dropped and that
+        they are ``skipped`` (e.g. "left out of training")."""
         ...
 
 
@@ -50,6 +58,15 @@ class PngSource:
 
     def load(self, experiment: str, plate: int, well: str, site: int) -> np.ndarray:
         return load_site(self.layout, experiment, plate, well, site, self.channels)
+
+    def with_images(self, metadata: pd.DataFrame, skipped: str) -> pd.DataFrame:
+        """The rows whose channel PNGs are all on disk (a partial download lists sites it does not ship)."""
+        present = site_status(metadata, self.root, self.channels)
+        if not present.all():
+            log.warning(
+                "%d of %d listed sites have no images on disk and are %s", int((~present).sum()), len(present), skipped
+            )
+        return metadata[present]
 
     def __repr__(self) -> str:
         return f"PngSource({str(self.layout.root)!r}, layout={self.layout.name!r})"

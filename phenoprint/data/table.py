@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from phenoprint.atomic import atomic_path
+from phenoprint.data.layout import WELL_KEY as layout_well_key
 from phenoprint.data.layout import WELL_TYPES
 from phenoprint.errors import EmbeddingTableError, UnknownExperimentError
 
@@ -30,8 +31,9 @@ OPTIONAL_METADATA = {"Metadata_cell_type": "unknown", "Metadata_well_type": "tre
 METADATA_PREFIX = "Metadata_"
 #: Values of ``Metadata_well_type`` that mark controls (told by this column, never by label ranges).
 CONTROL_WELL_TYPES = tuple(t for t in WELL_TYPES if t != "treatment")
-#: The columns that name one well; a table with ``Metadata_site`` holds several rows per well.
-WELL_KEY = ("Metadata_experiment", "Metadata_plate", "Metadata_well")
+#: The columns that name one well (the site table's key, prefixed); a table with ``Metadata_site`` holds several rows
+#: per well.
+WELL_KEY = tuple(METADATA_PREFIX + column for column in layout_well_key)
 
 
 def feature_names(dim: int) -> list[str]:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from phenoprint.cli import Command
-from phenoprint.embedder.config import ModelConfig, TrainConfig
+from phenoprint.embedder.config import ModelConfig, TrainConfig, train_config
 
 
 def csv_list(text: str) -> tuple[str, ...]:
@@ -82,7 +82,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The typed config a `phenoprint train` command line asks for."""
-    model = ModelConfig(
+    return train_config(
         backbone=args.backbone,
         pretrained=args.pretrained,
         embedding_dim=args.embedding_dim,
@@ -93,9 +93,6 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         ce_weight=args.ce_weight,
         cell_type_context=args.cell_type_context,
         dropout=args.dropout,
-    )
-    return TrainConfig(
-        model=model,
         image_size=args.image_size,
         normalization=args.normalization,
         epochs=args.epochs,
@@ -145,8 +142,7 @@ def _add_embed(p: argparse.ArgumentParser) -> None:
 
 
 def _run_embed(args: argparse.Namespace) -> int:
-    from phenoprint.data.layout import site_status
-    from phenoprint.data.source import PngSource, open_source
+    from phenoprint.data.source import open_source
     from phenoprint.embedder.distributed import init_distributed, shutdown_distributed
     from phenoprint.embedder.export import export_embeddings, select_wells
     from phenoprint.embedder.inference import load_model
@@ -154,18 +150,7 @@ def _run_embed(args: argparse.Namespace) -> int:
     ctx = init_distributed(args.device)
     try:
         source = open_source(args.data, args.pack)
-        meta = source.metadata
-        if isinstance(source, PngSource):
-            present = site_status(meta, source.root)
-            if not present.all():
-                import logging
-
-                logging.getLogger("phenoprint").warning(
-                    "%d of %d listed sites have no images on disk and are not embedded",
-                    int((~present).sum()),
-                    len(meta),
-                )
-                meta = meta[present]
+        meta = source.with_images(source.metadata, "not embedded")
         wells = select_wells(meta, args.experiment, args.controls_only)
         model = load_model(args.model, "cuda" if ctx.device.type == "cuda" else "cpu")
         path = export_embeddings(

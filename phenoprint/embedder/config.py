@@ -107,6 +107,24 @@ def _positive(config: object, *names: str) -> None:
             raise ValueError(f"{name} must be >= 1; got {getattr(config, name)}")
 
 
+def train_config(**options: Any) -> TrainConfig:
+    """A training config from flat options named like the fields of :class:`ModelConfig` and :class:`TrainConfig`
+    (as the CLI, the demo and the benchmarks name them); options left out keep the dataclasses' defaults.
+
+    Raises:
+        ValueError: an option that is a field of neither.
+    """
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"model"}
+    unknown = sorted(set(options) - model_fields - train_fields)
+    if unknown:
+        raise ValueError(
+            f"unknown training option(s) {', '.join(unknown)}; expected fields of ModelConfig or TrainConfig"
+        )
+    model = ModelConfig(**{k: v for k, v in options.items() if k in model_fields})
+    return TrainConfig(model=model, **{k: v for k, v in options.items() if k in train_fields})
+
+
 C = TypeVar("C")
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from torch import nn
 
 from phenoprint.data.source import SiteSource
 from phenoprint.data.table import EmbeddingTable, feature_names, write_embeddings
-from phenoprint.embedder.data import well_table
+from phenoprint.embedder.data import ChannelStats, well_table
 from phenoprint.embedder.inference import LoadedModel, embed_wells
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,51 @@ def select_wells(
     return wells.reset_index(drop=True)
 
 
+def embed_table(
+    model: LoadedModel,
+    source: SiteSource,
+    wells: pd.DataFrame,
+    info: dict[str, Any],
+    *,
+    embedder: nn.Module | None = None,
+    channel_stats: ChannelStats | None = None,
+    tta: int = 1,
+    per_site: bool = False,
+    bn_adapt: bool = False,
+    batch_size: int = 64,
+    workers: int = 0,
+    preprocess_on: str = "auto",
+    progress: bool = True,
+) -> EmbeddingTable:
+    """Wells embedded by a loaded model, as an embedding table (one row per well, or per site) carrying ``info``.
+
+    Args:
+        embedder: the network to run instead of the model's own (e.g. one already adapted to the batch).
+        channel_stats: per-experiment input statistics instead of the model's.
+    """
+    emb = embed_wells(
+        model.embedder if embedder is None else embedder,
+        source,
+        wells,
+        config=model.config,
+        device=model.device,
+        batch_size=batch_size,
+        tta=tta,
+        per_site=per_site,
+        bn_adapt=bn_adapt,
+        channel_stats=model.channel_stats if channel_stats is None else channel_stats,
+        workers=workers,
+        progress=progress,
+        preprocess_on=preprocess_on,
+    )
+    if not per_site:
+        return wells_to_table(emb.wells, emb.vectors, model.fingerprint, info)
+    assert emb.site_vectors is not None
+    assert emb.site_rows is not None
+    rows = emb.wells.iloc[emb.site_rows.well_index.to_numpy()].reset_index(drop=True)
+    return wells_to_table(rows, emb.site_vectors, model.fingerprint, info, sites=emb.site_rows.site.to_numpy())
+
+
 def export_embeddings(
     model: LoadedModel,
     source: SiteSource,
@@ -97,29 +144,20 @@ def export_embeddings(
     exps = sorted(wells.experiment.unique())
     mine = exps[rank::world_size]
     wells = wells[wells.experiment.isin(mine)].reset_index(drop=True)
-    emb = embed_wells(
-        model.embedder,
+    info = {"tta": tta, "bn_adapt": bn_adapt, "per_site": per_site, "run": os.path.basename(str(model.run_dir))}
+    table = embed_table(
+        model,
         source,
         wells,
-        config=model.config,
-        device=model.device,
-        batch_size=batch_size,
+        info,
         tta=tta,
         per_site=per_site,
         bn_adapt=bn_adapt,
-        channel_stats=model.channel_stats,
+        batch_size=batch_size,
         workers=workers,
-        progress=progress,
         preprocess_on=preprocess_on,
+        progress=progress,
     )
-    info = {"tta": tta, "bn_adapt": bn_adapt, "per_site": per_site, "run": os.path.basename(str(model.run_dir))}
-    if per_site:
-        assert emb.site_vectors is not None
-        assert emb.site_rows is not None
-        rows = emb.wells.iloc[emb.site_rows.well_index.to_numpy()].reset_index(drop=True)
-        table = wells_to_table(rows, emb.site_vectors, model.fingerprint, info, sites=emb.site_rows.site.to_numpy())
-    else:
-        table = wells_to_table(emb.wells, emb.vectors, model.fingerprint, info)
     out = Path(out)
     target = out / f"part-{rank:05d}-of-{world_size:05d}.parquet" if world_size > 1 else out
     write_embeddings(table, target)

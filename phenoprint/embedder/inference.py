@@ -1,4 +1,7 @@
-"""Embedding wells with a trained model: both sites averaged, optional dihedral TTA and per-experiment BN adaptation."""
+"""Embedding wells with a trained model: both sites averaged, optional dihedral TTA and per-experiment BN adaptation.
+
+Kept as one module although long: loading a run, BN adaptation and embedding share the loaders and the TTA forward.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -398,13 +402,7 @@ def embed_wells(
             the device), ``loader`` (in the workers), ``auto`` (the device on CUDA).
     """
     embedder.eval()
-    stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
-    if config.normalization == "experiment":
-        stats = dict(channel_stats or {})
-        missing = wells[~wells.experiment.isin(list(stats))]
-        if len(missing):
-            stats.update(experiment_channel_stats(source, missing, seed=config.seed))
-    use_ct = config.model.cell_type_context
+    stats = _stats_for(source, wells, config, channel_stats)
     wells = wells.reset_index(drop=True)
     dim = config.model.embedding_dim
     vectors = np.zeros((len(wells), dim), dtype=np.float32)
@@ -427,14 +425,7 @@ def embed_wells(
             cell_types=config.model.cell_types,
         )
         loader = _site_batches(ds, device, batch_size, workers, shuffle=False)
-        outs, owners = [], []
-        for batch in loader:  # each site is read once; the TTA transforms run on the device
-            ct = batch["cell_type"] if use_ct else None
-            outs.append(embed_tensor(model, batch["image"], ct, device, tta=tta))
-            owners.append(batch["index"][batch["well_of_site"]])  # position of the well within `sub`
-            bar.update(len(batch["index"]))
-        site_unit = torch.cat(outs).numpy().astype(np.float64)  # the normalized mean of each site's transforms
-        owner = torch.cat(owners).numpy()
+        site_unit, owner = _embed_sites(model, loader, device, tta, config.model.cell_type_context, bar)
         well_sum = np.zeros((len(sub), dim), dtype=np.float64)
         np.add.at(well_sum, owner, site_unit)
         vectors[idx] = _unit(well_sum)
@@ -446,6 +437,34 @@ def embed_wells(
         return WellEmbeddings(wells, vectors, None, None)
     rows = pd.DataFrame(site_rows, columns=["well_index", "site"])
     return WellEmbeddings(wells, vectors, np.concatenate(site_vecs), rows)
+
+
+def _stats_for(
+    source: SiteSource, wells: pd.DataFrame, config: TrainConfig, channel_stats: ChannelStats | None
+) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """Per-experiment channel statistics for the wells (those given, the others computed), when the model needs
+    them."""
+    if config.normalization != "experiment":
+        return None
+    stats = dict(channel_stats or {})
+    missing = wells[~wells.experiment.isin(list(stats))]
+    if len(missing):
+        stats.update(experiment_channel_stats(source, missing, seed=config.seed))
+    return stats
+
+
+def _embed_sites(
+    model: nn.Module, loader: Iterable[dict[str, Any]], device: torch.device, tta: int, use_ct: bool, bar: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every site of the loader embedded (float64 unit rows) and the position of its well in the loader's wells."""
+    outs, owners = [], []
+    for batch in loader:  # each site is read once; the TTA transforms run on the device
+        ct = batch["cell_type"] if use_ct else None
+        outs.append(embed_tensor(model, batch["image"], ct, device, tta=tta))
+        owners.append(batch["index"][batch["well_of_site"]])  # position of the well within `sub`
+        bar.update(len(batch["index"]))
+    site_unit = torch.cat(outs).numpy().astype(np.float64)  # the normalized mean of each site's transforms
+    return site_unit, torch.cat(owners).numpy()
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

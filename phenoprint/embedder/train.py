@@ -1,4 +1,7 @@
-"""Training the embedder: AdamW with warmup + cosine, bf16/channels_last on CUDA, DDP, atomic checkpoints, resume."""
+"""Training the embedder: AdamW with warmup + cosine, bf16/channels_last on CUDA, DDP, atomic checkpoints, resume.
+
+Kept as one module although long: the loop's steps share ``TrainingRun`` and ``LoopState`` and are only read together.
+"""
 
 from __future__ import annotations
 
@@ -21,8 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from phenoprint.atomic import write_json_atomic
-from phenoprint.data.layout import site_status
-from phenoprint.data.source import PngSource, SiteSource
+from phenoprint.data.source import SiteSource
 from phenoprint.data.table import EmbeddingTable
 from phenoprint.embedder.checkpoint import (
     CONFIG_FILE,
@@ -105,15 +107,8 @@ def split_wells(
     for exp in holdout:
         if exp not in known:
             raise UnknownExperimentError(exp, known)
-    if isinstance(require_images_in, PngSource):
-        present = site_status(metadata, require_images_in.root)
-        if not present.all():
-            log.warning(
-                "%d of %d listed sites have no images on disk and are left out of training",
-                int((~present).sum()),
-                len(present),
-            )
-        metadata = metadata[present]
+    if require_images_in is not None:
+        metadata = require_images_in.with_images(metadata, "left out of training")
     wells = well_table(metadata)
     wells = wells[wells.sirna_id.notna()].reset_index(drop=True)
     is_val = wells.experiment.isin(holdout)
@@ -522,6 +517,11 @@ def _checkpoint(run: TrainingRun, state: LoopState, at: Position, config: TrainC
     state.saved_step = at.step
 
 
+def _finite_or_none(value: float | None) -> float | None:
+    """``value``, or None where it is NaN or infinite (JSON cannot hold those; the run's JSON says unknown)."""
+    return None if value is None or not math.isfinite(value) else value
+
+
 def _finish(run: TrainingRun, state: LoopState, config: TrainConfig, run_dir: Path, ctx: DistContext) -> TrainResult:
     """Write the run (weights, run.json, model card) on rank 0 and say where it is."""
     fp: str | None = None
@@ -529,8 +529,8 @@ def _finish(run: TrainingRun, state: LoopState, config: TrainConfig, run_dir: Pa
         info = {
             "steps": state.step,
             "epochs_completed": state.epoch,
-            "final_loss": state.last_loss,
-            "val_top1": state.val_top1,
+            "final_loss": _finite_or_none(state.last_loss),  # None: no step ran (an extension with none left)
+            "val_top1": _finite_or_none(state.val_top1),
             "train_experiments": sorted(run.train_w.experiment.unique()),
             "holdout": list(config.holdout),
             "num_train_wells": len(run.train_w),

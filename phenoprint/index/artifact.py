@@ -11,20 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from phenoprint.atomic import held, make_temp_dir, remove_stale
+from phenoprint.atomic import held, make_temp_dir, remove_stale, write_json_atomic
 
 MANIFEST_NAME = "manifest.json"
-
-
-def write_json(path: str | Path, data: Any) -> Path:
-    """Write JSON (sorted keys, indented) and fsync it."""
-    path = Path(path)
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True, allow_nan=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    return path
 
 
 def read_json(path: str | Path) -> Any:
@@ -58,7 +47,7 @@ def write_artifact_dir(
             for f in tmp.iterdir():
                 if f.is_file():
                     _fsync_file(f)
-            write_json(tmp / MANIFEST_NAME, manifest(tmp))
+            write_json_atomic(manifest(tmp), tmp / MANIFEST_NAME)
             _fsync_dir(tmp)
             if out.exists():
                 _swap(out, tmp)

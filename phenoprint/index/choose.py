@@ -230,22 +230,32 @@ def _score_all(
         except (ValueError, EmbeddingTableError) as exc:  # e.g. too few reference wells for this centering
             log.debug("candidate %s skipped: %s", _name(center, per_plate, "-"), exc)
             continue
-        for mode in modes:
-            r, ra, rec = (np.concatenate(v[mode]) for v in (right, right_assigned, rr))
-            rows.append(
-                {
-                    "center": center,
-                    "per_plate": per_plate and center != "none",
-                    "mode": mode,
-                    "wells": len(r),
-                    "mrr": round(float(rec.mean()), 4),
-                    "top1": round(float(r.mean()), 4),
-                    "assigned_top1": round(float(ra.mean()), 4),
-                    "map": round(float(np.nanmean(np.concatenate(ap))), 4),
-                    "_right": ra,
-                }
-            )
+        rows += [_candidate_row(center, per_plate, m, right[m], right_assigned[m], rr[m], ap) for m in modes]
     return rows
+
+
+def _candidate_row(
+    center: str,
+    per_plate: bool,
+    mode: str,
+    right: list[np.ndarray],
+    right_assigned: list[np.ndarray],
+    rr: list[np.ndarray],
+    ap: list[np.ndarray],
+) -> dict[str, Any]:
+    """One candidate's row of the selection table, from its per-plate results."""
+    r, ra, rec = (np.concatenate(v) for v in (right, right_assigned, rr))
+    return {
+        "center": center,
+        "per_plate": per_plate and center != "none",
+        "mode": mode,
+        "wells": len(r),
+        "mrr": round(float(rec.mean()), 4),
+        "top1": round(float(r.mean()), 4),
+        "assigned_top1": round(float(ra.mean()), 4),
+        "map": round(float(np.nanmean(np.concatenate(ap))), 4),
+        "_right": ra,
+    }
 
 
 def _reciprocal_rank(scores: np.ndarray, sirna_ids: np.ndarray, y: np.ndarray) -> np.ndarray:

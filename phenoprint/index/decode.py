@@ -195,6 +195,25 @@ class BatchPrediction:
     note: str
 
 
+def _experiment_wells(index: ExperimentIndex, table: EmbeddingTable) -> EmbeddingTable:
+    """The table's wells of the index's experiment, sites averaged; refused when it has none or one twice."""
+    from phenoprint.errors import EmbeddingTableError
+
+    table = table.aggregate_sites()
+    rows = table.experiment_mask(index.experiment)
+    if not rows.any():
+        raise EmbeddingTableError(
+            f"the embedding table holds no wells of {index.experiment} (it holds {', '.join(table.experiments)})"
+        )
+    table = table.subset(rows)
+    meta = table.meta.reset_index(drop=True)
+    dup = meta.duplicated(list(PREDICTION_KEY))
+    if dup.any():
+        first = meta.loc[dup.idxmax()]
+        raise EmbeddingTableError(f"well {first.Metadata_plate} {first.Metadata_well} is listed more than once")
+    return table
+
+
 def predict_experiment(
     index: ExperimentIndex,
     table: EmbeddingTable,
@@ -220,23 +239,11 @@ def predict_experiment(
         EmbeddingTableError: the table has no wells of the experiment, or a well is listed twice.
         ValueError: bad k or mode, or the table's dimension differs from the index's.
     """
-    from phenoprint.errors import EmbeddingTableError
-
     mode = mode or index.config.mode
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-    table = table.aggregate_sites()
-    rows = table.experiment_mask(index.experiment)
-    if not rows.any():
-        raise EmbeddingTableError(
-            f"the embedding table holds no wells of {index.experiment} (it holds {', '.join(table.experiments)})"
-        )
-    table = table.subset(rows)
+    table = _experiment_wells(index, table)
     meta = table.meta.reset_index(drop=True)
-    dup = meta.duplicated(list(PREDICTION_KEY))
-    if dup.any():
-        first = meta.loc[dup.idxmax()]
-        raise EmbeddingTableError(f"well {first.Metadata_plate} {first.Metadata_well} is listed more than once")
     plates = meta["Metadata_plate"].to_numpy(dtype=np.int64)
     x = index.center(table.features, plates if index.config.per_plate else None)
     cls = classify(x, index, k=k, mode=mode)

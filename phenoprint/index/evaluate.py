@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -170,21 +171,10 @@ def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
     meta = table.meta
     labels = table.labels()
     exps = meta["Metadata_experiment"].to_numpy(dtype=str)
-    plates = meta["Metadata_plate"].to_numpy(dtype=np.int64)
     is_query = (labels >= 0) & (meta["Metadata_well_type"] == "treatment").to_numpy()
     holdout = _holdouts(table, config.holdout, is_query)
     auto = wants_auto(ic)
-    fitted: dict[tuple[str, bool], tuple[dict, np.ndarray]] = {}
-
-    def centring(center: str, per_plate: bool) -> tuple[dict, np.ndarray]:
-        """Every experiment centred once per (centering, per plate) asked for."""
-        if (center, per_plate) not in fitted:
-            st = fit_table_centering(
-                table, center, ic.reference, pca_dim=ic.pca_dim, ridge=ic.ridge, per_plate=per_plate
-            )
-            fitted[center, per_plate] = st, center_table(table, st, per_plate)
-        return fitted[center, per_plate]
-
+    centring = _Centrings(table, ic)
     if not auto:
         stats, centred = centring(ic.center, ic.per_plate)
 
@@ -193,12 +183,9 @@ def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
     choices: dict[str, dict[str, Any]] = {}
     for exp in holdout:
         q = is_query & (exps == exp)
-        if not q.any():
-            skipped[exp] = "no labelled treatment wells to query"
-            continue
-        others = entry_mask(table, exp, ic.scope) & (exps != exp)
-        if not others.any():
-            skipped[exp] = f"no labelled wells of other experiments in scope {ic.scope!r}"
+        reason = _skip_reason(table, q, exps, exp, ic.scope)
+        if reason is not None:
+            skipped[exp] = reason
             continue
         exp_ic, modes = ic, config.modes
         if auto:  # chosen on the held-out experiment's own controls, as onboarding it would choose
@@ -210,19 +197,7 @@ def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
         if config.assign:
             groups = learn_plate_groups(table, exclude=exp, within=scope_mask(table, exp, ic.scope), quiet=True)
         index = assemble_index(table, centred, stats, exp, exp_ic, table.fingerprint, plate_groups=groups)
-        y = labels[q]
-        frame = pd.DataFrame(
-            {
-                "experiment": exp,
-                "cell_type": meta.loc[q, "Metadata_cell_type"].to_numpy(dtype=str),
-                "plate": plates[q],
-                "well": meta.loc[q, "Metadata_well"].to_numpy(dtype=str),
-                "sirna_id": y,
-                "reachable": np.isin(y, index.sirna_ids),
-            }
-        )
-        for mode in modes:
-            _score_mode(frame, centred[q], index, mode, plates[q], config)
+        frame = _query_frame(table, labels, centred[q], q, index, exp, config, modes)
         if auto:  # the chosen mode's columns again, as auto's
             frame = frame.join(_columns_of(frame, exp_ic.mode).add_prefix("auto_"))
         parts.append(frame)
@@ -231,12 +206,7 @@ def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
         reasons = "; ".join(f"{e}: {r}" for e, r in skipped.items())
         raise EmbeddingTableError(f"no held-out experiment could be evaluated ({reasons})")
     per_query = pd.concat(parts, ignore_index=True)
-    metric_cols = [c for c in per_query.columns if c.endswith(("_top1", f"_top{config.k}", "_unknown"))]
-    metric_cols.append("reachable")
-
-    def summary(frame: pd.DataFrame) -> dict[str, float]:
-        return {c: float(frame[c].mean()) for c in metric_cols}
-
+    summary = _summarizer(per_query, config.k)
     held = np.isin(exps, [e for e in holdout if e not in skipped])
     if auto:  # mAP and mixing "after" centering: with the centering chosen most often
         picks = pd.Series([(c["center"], c["per_plate"]) for c in choices.values()])
@@ -256,6 +226,39 @@ def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
     )
     log.debug("evaluation took %.2f s", report.seconds)
     return report
+
+
+class _Centrings:
+    """Every experiment of a table centred once per (centering, per plate) asked for."""
+
+    def __init__(self, table: EmbeddingTable, config: IndexConfig) -> None:
+        self.table, self.config = table, config
+        self.fitted: dict[tuple[str, bool], tuple[dict, np.ndarray]] = {}
+
+    def __call__(self, center: str, per_plate: bool) -> tuple[dict, np.ndarray]:
+        if (center, per_plate) not in self.fitted:
+            ic = self.config
+            st = fit_table_centering(
+                self.table, center, ic.reference, pca_dim=ic.pca_dim, ridge=ic.ridge, per_plate=per_plate
+            )
+            self.fitted[center, per_plate] = st, center_table(self.table, st, per_plate)
+        return self.fitted[center, per_plate]
+
+
+def _skip_reason(table: EmbeddingTable, q: np.ndarray, exps: np.ndarray, exp: str, scope: str) -> str | None:
+    """Why held-out ``exp`` (query mask ``q``) cannot be evaluated, or None."""
+    if not q.any():
+        return "no labelled treatment wells to query"
+    if not (entry_mask(table, exp, scope) & (exps != exp)).any():
+        return f"no labelled wells of other experiments in scope {scope!r}"
+    return None
+
+
+def _summarizer(per_query: pd.DataFrame, k: int) -> Callable[[pd.DataFrame], dict[str, float]]:
+    """The mean of every metric column (top-1, top-k, unknown, reachable) of a group of query rows."""
+    metric_cols = [c for c in per_query.columns if c.endswith(("_top1", f"_top{k}", "_unknown"))]
+    metric_cols.append("reachable")
+    return lambda frame: {c: float(frame[c].mean()) for c in metric_cols}
 
 
 def _columns_of(frame: pd.DataFrame, mode: str) -> pd.DataFrame:
@@ -280,6 +283,35 @@ def _score_mode(
         a = assign_experiment(sc.scores, sc.sirna_ids, plates, index.plate_groups)
         frame[f"{mode}_assigned"] = a.sirna_ids
         frame[f"{mode}_assigned_top1"] = a.sirna_ids == y
+
+
+def _query_frame(
+    table: EmbeddingTable,
+    labels: np.ndarray,
+    x: np.ndarray,
+    q: np.ndarray,
+    index: ExperimentIndex,
+    exp: str,
+    config: EvalConfig,
+    modes: tuple[str, ...],
+) -> pd.DataFrame:
+    """One row per query well of ``exp`` (mask ``q``, centred vectors ``x``): its truth and each mode's answers."""
+    meta = table.meta
+    y = labels[q]
+    plates = meta["Metadata_plate"].to_numpy(dtype=np.int64)[q]
+    frame = pd.DataFrame(
+        {
+            "experiment": exp,
+            "cell_type": meta.loc[q, "Metadata_cell_type"].to_numpy(dtype=str),
+            "plate": plates,
+            "well": meta.loc[q, "Metadata_well"].to_numpy(dtype=str),
+            "sirna_id": y,
+            "reachable": np.isin(y, index.sirna_ids),
+        }
+    )
+    for mode in modes:
+        _score_mode(frame, x, index, mode, plates, config)
+    return frame
 
 
 def _holdouts(table: EmbeddingTable, holdout: tuple[str, ...] | None, is_query: np.ndarray) -> list[str]:

@@ -11,10 +11,11 @@ import faiss
 import numpy as np
 import pandas as pd
 
+from phenoprint.atomic import write_json_atomic
 from phenoprint.data.plate import PlateGroups
 from phenoprint.errors import IndexFormatError
 from phenoprint.index import faiss_backend
-from phenoprint.index.artifact import MANIFEST_NAME, read_json, write_artifact_dir, write_json
+from phenoprint.index.artifact import MANIFEST_NAME, read_json, write_artifact_dir
 from phenoprint.index.centering import CenteringStats, apply_centering, load_centering, save_centering
 from phenoprint.index.config import IndexConfig
 from phenoprint.index.faiss_backend import Neighbors
@@ -214,7 +215,7 @@ class ExperimentIndex:
             self.entries.to_parquet(tmp / ENTRIES_FILE, index=False)
             save_centering(tmp / CENTERING_FILE, self.centering)
             if self.plate_groups is not None:
-                write_json(tmp / PLATE_GROUPS_FILE, self.plate_groups.to_json())
+                write_json_atomic(self.plate_groups.to_json(), tmp / PLATE_GROUPS_FILE)
             if self.producer_arrays:
                 arrays: dict[str, Any] = dict(self.producer_arrays)
                 np.savez(tmp / PRODUCER_ARRAYS_FILE, **arrays)

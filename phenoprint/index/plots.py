@@ -107,11 +107,6 @@ def projection_figures(
     Raises:
         ValueError: no panel, or a panel whose rows do not match the table.
     """
-    import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-
     if not panels:
         raise ValueError("projection figures need at least one panel")
     n = len(table)
@@ -125,46 +120,68 @@ def projection_figures(
     cells = table.meta["Metadata_cell_type"].to_numpy(dtype=str)
     labs = table.labels()
     projected = [(p, pca_2d(p.vectors[rows]), batch_silhouette(p.vectors, exps, cells, seed)) for p in panels]
-    width = 4.6 * len(panels) + 1.8
     method = (
         f"Each panel: PCA of its unit vectors, {len(rows):,} of {n:,} wells; "
         "silhouette by experiment within cell type: 1 = batches apart, 0 = mixed"
     )
+    return {
+        "projection_by_experiment": _by_experiment(projected, exps[rows], method),
+        "projection_by_sirna": _by_sirna(projected, labs[rows], method),
+    }
 
-    def axes_of(fig: Figure) -> list:
-        axes = fig.subplots(1, len(panels), squeeze=False)[0]
-        for ax, (panel, proj, sil) in zip(axes, projected, strict=True):
-            ax.set_xlabel(f"PC1 ({proj.explained[0]:.0%} of variance)")
-            ax.set_ylabel(f"PC2 ({proj.explained[1]:.0%} of variance)")
-            ax.set_title(f"{panel.title}\nsilhouette by experiment {sil:.2f}", fontsize=9)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        return list(axes)
 
-    figures: dict[str, Figure] = {}
-    exp_names, exp_codes = np.unique(exps[rows], return_inverse=True)
+_Projected = list[tuple[Panel, Projection, float]]  # (panel, its 2-D PCA, its batch silhouette) per stage
+
+
+def _figure_with_axes(projected: _Projected) -> tuple[Figure, list, float]:
+    """A figure with one labelled panel per stage, its axes, and its width (inches)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    width = 4.6 * len(projected) + 1.8
     fig = Figure(figsize=(width, 4.8))
     FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(projected), squeeze=False)[0]
+    for ax, (panel, proj, sil) in zip(axes, projected, strict=True):
+        ax.set_xlabel(f"PC1 ({proj.explained[0]:.0%} of variance)")
+        ax.set_ylabel(f"PC2 ({proj.explained[1]:.0%} of variance)")
+        ax.set_title(f"{panel.title}\nsilhouette by experiment {sil:.2f}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig, list(axes), width
+
+
+def _by_experiment(projected: _Projected, exps: np.ndarray, method: str) -> Figure:
+    """Every drawn well coloured by its experiment."""
+    import matplotlib
+    from matplotlib.lines import Line2D
+
+    exp_names, exp_codes = np.unique(exps, return_inverse=True)
+    fig, axes, width = _figure_with_axes(projected)
     cmap = matplotlib.colormaps["tab20"]
     colours = [cmap(i % 20) for i in range(len(exp_names))]
-    for ax, (_, proj, _) in zip(axes_of(fig), projected, strict=True):
+    for ax, (_, proj, _) in zip(axes, projected, strict=True):
         ax.scatter(proj.xy[:, 0], proj.xy[:, 1], c=[colours[c] for c in exp_codes], s=5, alpha=0.7, linewidths=0)
     handles = [Line2D([], [], ls="", marker="o", color=colours[i], label=name) for i, name in enumerate(exp_names)]
     fig.legend(handles=handles, title="experiment", loc="center right", fontsize=7, title_fontsize=8)
     fig.suptitle(f"Wells coloured by experiment (batch). {method}", fontsize=8)
     fig.tight_layout(rect=(0, 0, 1 - 1.6 / width, 0.95))
-    figures["projection_by_experiment"] = fig
+    return fig
 
-    sub = labs[rows]
+
+def _by_sirna(projected: _Projected, sub: np.ndarray, method: str) -> Figure:
+    """The most replicated siRNAs of the drawn wells in colour, the others grey."""
+    import matplotlib
+    from matplotlib.lines import Line2D
+
     known = sub[sub >= 0]
     ids, counts = np.unique(known, return_counts=True)
     top = np.sort(ids[np.argsort(-counts, kind="stable")[:N_COLOURED_SIRNAS]])
     coloured = np.isin(sub, top)
     codes = np.searchsorted(top, sub[coloured])
     tab10 = matplotlib.colormaps["tab10"]
-    fig = Figure(figsize=(width, 4.8))
-    FigureCanvasAgg(fig)
-    for ax, (_, proj, _) in zip(axes_of(fig), projected, strict=True):
+    fig, axes, width = _figure_with_axes(projected)
+    for ax, (_, proj, _) in zip(axes, projected, strict=True):
         ax.scatter(proj.xy[~coloured, 0], proj.xy[~coloured, 1], c="0.85", s=3, linewidths=0)
         ax.scatter(proj.xy[coloured, 0], proj.xy[coloured, 1], c=[tab10(c % 10) for c in codes], s=14, linewidths=0)
     handles = [Line2D([], [], ls="", marker="o", color=tab10(i % 10), label=str(s)) for i, s in enumerate(top)]
@@ -175,8 +192,7 @@ def projection_figures(
         fontsize=8,
     )
     fig.tight_layout(rect=(0, 0, 1 - 1.6 / width, 0.95))
-    figures["projection_by_sirna"] = fig
-    return figures
+    return fig
 
 
 def projection_plots(

@@ -34,6 +34,9 @@ class FakeSource:
     def metadata(self) -> pd.DataFrame:
         return self._metadata
 
+    def with_images(self, metadata: pd.DataFrame, skipped: str) -> pd.DataFrame:
+        return metadata
+
     def load(self, experiment: str, plate: int, well: str, site: int) -> np.ndarray:
         row = self._metadata[(self._metadata.experiment == experiment) & (self._metadata.well == well)].iloc[0]
         seed = abs(hash((experiment, well, site))) % 2**32

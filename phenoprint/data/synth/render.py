@@ -1,4 +1,7 @@
-"""Render one synthetic Cell Painting site: cells and nuclei, six organelle stains, then the microscope."""
+"""Render one synthetic Cell Painting site: cells and nuclei, six organelle stains, then the microscope.
+
+Kept as one module although long: a third is the fitted cell-type models, and the painting steps share ``_Cells``.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,9 @@ from phenoprint.data.synth.design import stream
 
 #: Image size whose pixel pitch the cell models are written in (the release's 512 px).
 REFERENCE_SIZE = 512
+
+#: Width (pixels) of the soft edges of cell and nucleus masks.
+_EDGE_PX = 0.8
 
 
 @dataclass(frozen=True)
@@ -306,19 +312,23 @@ def _ellipse_points(
     return centre[:, 0] + u * c - v * s, centre[:, 1] + u * s + v * c
 
 
-def _paint(
-    all_cells: _Cells,
-    keep: np.ndarray,
-    spots: np.random.Generator,
-    tex: np.random.Generator,
-    size: int,
-    scale: float,
-    model: CellTypeModel,
-    biology: Phenotype,
-) -> np.ndarray:
-    """The six unit stains (6, S, S) of the kept cells, before the microscope."""
-    n_all = len(keep)
-    # spot counts and positions are drawn for every candidate (fixed stream use), then filtered
+@dataclass(frozen=True)
+class _SpotDraws:
+    """Spot counts, positions and weights of every candidate cell, drawn before the cells are filtered."""
+
+    n_mito: np.ndarray  # mitochondrial puncta per candidate
+    n_golgi: np.ndarray  # Golgi pieces per candidate
+    nucleoli: tuple[np.ndarray, np.ndarray, np.ndarray]  # owner, radial fraction and angle of every nucleolus
+    nucleoli_w: np.ndarray  # peak weight of every nucleolus
+    mito_reach: np.ndarray  # radial reach of every punctum between nucleus and membrane
+    mito_theta: np.ndarray  # polar angle of every punctum
+    mito_w: np.ndarray  # peak weight of every punctum
+    golgi_off: np.ndarray  # (n, 2) scatter of every Golgi piece around its ribbon
+    golgi_w: np.ndarray  # peak weight of every Golgi piece
+
+
+def _draw_spots(spots: np.random.Generator, n_all: int, model: CellTypeModel, biology: Phenotype) -> _SpotDraws:
+    """Every candidate's spots in a fixed order of draws (the stream's use does not depend on which cells stay)."""
     n_nucleoli = 1 + spots.poisson(model.nucleoli * math.exp(biology.nucleoli), n_all)
     n_mito = spots.poisson(model.mitochondria * math.exp(biology.mitochondria), n_all)
     n_golgi = 1 + spots.poisson(2.0 * math.exp(biology.golgi_dispersal), n_all)
@@ -329,17 +339,46 @@ def _paint(
     mito_w = spots.uniform(0.5, 1.5, len(mito_reach))
     golgi_off = spots.normal(0, 1, (int(n_golgi.sum()), 2))
     golgi_w = spots.uniform(0.6, 1.4, len(golgi_off))
+    return _SpotDraws(n_mito, n_golgi, nucleoli, nucleoli_w, mito_reach, mito_theta, mito_w, golgi_off, golgi_w)
+
+
+@dataclass(frozen=True)
+class _Textures:
+    """Smooth noise fields (S, S) at four grain sizes."""
+
+    slow: np.ndarray  # ragged outlines, uneven actin and fibre waviness
+    fine: np.ndarray  # ER granularity
+    chromatin: np.ndarray  # DNA texture
+    patchy: np.ndarray  # broken actin bundles
+
+
+def _draw_textures(tex: np.random.Generator, size: int, scale: float) -> _Textures:
+    """The four noise fields, in their fixed order of draws."""
     slow = _smooth_noise(tex, size, max(2.0, 12 * scale))
     fine = _smooth_noise(tex, size, max(0.5, 1.2 * scale))
     chromatin = _smooth_noise(tex, size, max(0.5, 1.0 * scale))
     patchy = _smooth_noise(tex, size, max(1.0, 4.0 * scale))
+    return _Textures(slow, fine, chromatin, patchy)
 
-    cells = _take(all_cells, keep)
-    out = np.zeros((N_CHANNELS, size, size))
-    if len(cells.radius) == 0:
-        return out
 
-    # --- who owns each pixel: the nearest cell in ellipse-normalised distance among the 4 nearest centres
+@dataclass(frozen=True)
+class _Pixels:
+    """Per pixel (flattened): its position, owner cell and the soft masks of cell, nucleus and cytoplasm."""
+
+    px: np.ndarray  # x of every pixel centre
+    py: np.ndarray  # y of every pixel centre
+    owner: np.ndarray  # index of the kept cell that owns the pixel
+    cell_mask: np.ndarray  # soft cell mask, dimmed where cells touch
+    gap_px: np.ndarray  # distance to the neighbour's border or the free edge
+    nucleus: np.ndarray  # soft nucleus mask
+    cyto: np.ndarray  # soft cytoplasm mask
+    from_nucleus_px: np.ndarray  # distance outside the owner's nucleus
+    rn: np.ndarray  # owner's nucleus radius
+    stain: np.ndarray  # owner's per-channel stain level
+
+
+def _pixels(cells: _Cells, size: int, slow: np.ndarray) -> _Pixels:
+    """Who owns each pixel: the nearest cell in ellipse-normalised distance among the 4 nearest centres."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
     px, py = xx.ravel(), yy.ravel()
     k = min(4, len(cells.radius))
@@ -353,8 +392,7 @@ def _paint(
     d2 = np.take_along_axis(d, order[:, 1:2], axis=1)[:, 0] if k > 1 else np.full_like(d1, np.inf)
     d1 = d1 * (1 + 0.08 * slow.ravel())  # ragged cell outlines
     r = cells.radius[owner]
-    edge = 0.8
-    cell_mask = np.clip((1 - d1) * r / edge + 0.5, 0, 1)
+    cell_mask = np.clip((1 - d1) * r / _EDGE_PX + 0.5, 0, 1)
     gap_px = np.minimum((d2 - d1) * r * 0.5, (1 - d1) * r)  # to the neighbour's border or the free edge
     cell_mask = cell_mask * (1 - 0.35 * np.exp(-np.maximum(gap_px, 0) / 0.8))
 
@@ -363,16 +401,21 @@ def _paint(
     dn = _ellipse_distance(
         px - cells.nucleus_centre[owner, 0], py - cells.nucleus_centre[owner, 1], nucleus_terms[owner]
     )
-    nucleus = np.minimum(np.clip((1 - dn) * rn / edge + 0.5, 0, 1), cell_mask)
+    nucleus = np.minimum(np.clip((1 - dn) * rn / _EDGE_PX + 0.5, 0, 1), cell_mask)
     cyto = cell_mask * (1 - nucleus)
     from_nucleus_px = np.maximum(dn - 1, 0) * rn
-    stain = cells.stain[owner]
+    return _Pixels(px, py, owner, cell_mask, gap_px, nucleus, cyto, from_nucleus_px, rn, cells.stain[owner])
 
-    # --- spots (nucleoli, mitochondria, Golgi) of the kept cells only
+
+def _spot_images(
+    cells: _Cells, keep: np.ndarray, draws: _SpotDraws, size: int, scale: float, biology: Phenotype
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Nucleoli, mitochondria and Golgi images (flattened) of the kept cells only."""
+    n_all = len(keep)
     kept_index = np.full(n_all, -1)
     kept_index[keep] = np.arange(len(cells.radius))
     nucleoli_sigma = max(0.5, 1.6 * scale)
-    o, rho, theta = nucleoli
+    o, rho, theta = draws.nucleoli
     sel = keep[o]
     o_k = kept_index[o[sel]]
     x, y = _ellipse_points(
@@ -383,9 +426,9 @@ def _paint(
         np.sqrt(rho[sel] / 0.6) * 0.6,
         theta[sel],
     )
-    nucleoli_img = _splat(size, x, y, nucleoli_w[sel] * cells.stain[o_k, 3], nucleoli_sigma).ravel()
+    nucleoli_img = _splat(size, x, y, draws.nucleoli_w[sel] * cells.stain[o_k, 3], nucleoli_sigma).ravel()
 
-    mito_owner = np.repeat(np.arange(n_all), n_mito)
+    mito_owner = np.repeat(np.arange(n_all), draws.n_mito)
     sel = keep[mito_owner]
     m_k = kept_index[mito_owner[sel]]
     inner = cells.nucleus_radius[m_k] / cells.radius[m_k]
@@ -394,41 +437,73 @@ def _paint(
         cells.radius[m_k],
         cells.aspect[m_k],
         cells.angle[m_k],
-        inner + (1 - inner) * mito_reach[sel] * 0.95,
-        mito_theta[sel],
+        inner + (1 - inner) * draws.mito_reach[sel] * 0.95,
+        draws.mito_theta[sel],
     )
-    mito_img = _splat(size, x, y, mito_w[sel] * cells.stain[m_k, 4], max(0.5, 1.0 * scale)).ravel()
+    mito_img = _splat(size, x, y, draws.mito_w[sel] * cells.stain[m_k, 4], max(0.5, 1.0 * scale)).ravel()
 
-    golgi_owner = np.repeat(np.arange(n_all), n_golgi)
+    golgi_owner = np.repeat(np.arange(n_all), draws.n_golgi)
     sel = keep[golgi_owner]
     g_k = kept_index[golgi_owner[sel]]
     reach = cells.nucleus_radius[g_k] * 1.1
     gx = cells.nucleus_centre[g_k, 0] + reach * np.cos(cells.golgi_angle[g_k])
     gy = cells.nucleus_centre[g_k, 1] + reach * np.sin(cells.golgi_angle[g_k])
     scatter = 0.3 * cells.nucleus_radius[g_k] * math.exp(biology.golgi_dispersal)
-    golgi_pieces = n_golgi[golgi_owner[sel]]
+    golgi_pieces = draws.n_golgi[golgi_owner[sel]]
     golgi_img = _splat(
         size,
-        gx + golgi_off[sel, 0] * scatter,
-        gy + golgi_off[sel, 1] * scatter,
-        golgi_w[sel] * cells.stain[g_k, 5] * 1.6 / np.sqrt(golgi_pieces),
+        gx + draws.golgi_off[sel, 0] * scatter,
+        gy + draws.golgi_off[sel, 1] * scatter,
+        draws.golgi_w[sel] * cells.stain[g_k, 5] * 1.6 / np.sqrt(golgi_pieces),
         max(0.6, 2.2 * scale),
     ).ravel()
+    return nucleoli_img, mito_img, golgi_img
 
-    # --- actin: cortical rim plus stress fibres along each cell's axis
+
+def _actin(
+    cells: _Cells, pix: _Pixels, textures: _Textures, scale: float, model: CellTypeModel, biology: Phenotype
+) -> np.ndarray:
+    """Actin (flattened): cortical rim plus stress fibres along each cell's axis."""
+    owner, px, py = pix.owner, pix.px, pix.py
     fibre_cos, fibre_sin = np.cos(cells.fibre_angle)[owner], np.sin(cells.fibre_angle)[owner]
     across = (py - cells.centre[owner, 1]) * fibre_cos - (px - cells.centre[owner, 0]) * fibre_sin
     period = max(2.5, 7.0 * scale)
-    wave = np.cos(2 * math.pi * across / period + cells.fibre_phase[owner] + 2.5 * slow.ravel())
+    wave = np.cos(2 * math.pi * across / period + cells.fibre_phase[owner] + 2.5 * textures.slow.ravel())
     fibres = np.square(np.square((1 + wave) / 2)) * np.clip(
-        0.5 + 0.6 * patchy.ravel(), 0, None
+        0.5 + 0.6 * textures.patchy.ravel(), 0, None
     )  # broken, uneven bundles
-    cortex = np.exp(-np.maximum(gap_px, 0) / max(0.7, 1.5 * scale))
+    cortex = np.exp(-np.maximum(pix.gap_px, 0) / max(0.7, 1.5 * scale))
     fibre_weight = model.fibres * math.exp(biology.actin_fibres)
+    return pix.cell_mask * (0.3 + 0.8 * cortex + fibre_weight * fibres)
 
-    er_reach = 0.8 * rn * math.exp(0.5 * biology.er)
-    rna_reach = 0.6 * rn
-    fine_f, chrom_f, slow_f = fine.ravel(), chromatin.ravel(), slow.ravel()
+
+def _paint(
+    all_cells: _Cells,
+    keep: np.ndarray,
+    spots: np.random.Generator,
+    tex: np.random.Generator,
+    size: int,
+    scale: float,
+    model: CellTypeModel,
+    biology: Phenotype,
+) -> np.ndarray:
+    """The six unit stains (6, S, S) of the kept cells, before the microscope."""
+    # spot counts and positions are drawn for every candidate (fixed stream use), then filtered
+    draws = _draw_spots(spots, len(keep), model, biology)
+    textures = _draw_textures(tex, size, scale)
+
+    cells = _take(all_cells, keep)
+    out = np.zeros((N_CHANNELS, size, size))
+    if len(cells.radius) == 0:
+        return out
+
+    pix = _pixels(cells, size, textures.slow)
+    nucleoli_img, mito_img, golgi_img = _spot_images(cells, keep, draws, size, scale, biology)
+    actin = _actin(cells, pix, textures, scale, model, biology)
+    nucleus, cyto, stain, from_nucleus_px = pix.nucleus, pix.cyto, pix.stain, pix.from_nucleus_px
+    er_reach = 0.8 * pix.rn * math.exp(0.5 * biology.er)
+    rna_reach = 0.6 * pix.rn
+    fine_f, chrom_f, slow_f = textures.fine.ravel(), textures.chromatin.ravel(), textures.slow.ravel()
     out[0] = (
         nucleus * stain[:, 0] * math.exp(biology.dna) * (1 + 0.22 * chrom_f) * (1 - 0.3 * np.clip(nucleoli_img, 0, 1))
     ).reshape(size, size)
@@ -437,19 +512,13 @@ def _paint(
         * stain[:, 1]
         * math.exp(biology.er)
     ).reshape(size, size)
-    out[2] = (
-        cell_mask
-        * (0.3 + 0.8 * cortex + fibre_weight * fibres)
-        * (1 + 0.2 * slow_f)
-        * (1 - 0.4 * nucleus)
-        * stain[:, 2]
-    ).reshape(size, size)
+    out[2] = (actin * (1 + 0.2 * slow_f) * (1 - 0.4 * nucleus) * stain[:, 2]).reshape(size, size)
     out[3] = (
         (nucleus * 0.3 + cyto * 0.3 * np.exp(-from_nucleus_px / rna_reach)) * stain[:, 3] * math.exp(biology.rna)
         + nucleoli_img * nucleus * math.exp(biology.rna)
     ).reshape(size, size)
-    out[4] = (cyto * 0.15 * stain[:, 4] + mito_img * cell_mask).reshape(size, size)
-    out[5] = ((cyto * 0.12 * stain[:, 5] + golgi_img * cell_mask) * math.exp(biology.golgi)).reshape(size, size)
+    out[4] = (cyto * 0.15 * stain[:, 4] + mito_img * pix.cell_mask).reshape(size, size)
+    out[5] = ((cyto * 0.12 * stain[:, 5] + golgi_img * pix.cell_mask) * math.exp(biology.golgi)).reshape(size, size)
     return np.clip(out, 0, None)
 
 
