@@ -95,7 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     from phenoprint.prediction.batch import concat_tables
 
     holdout = tuple(args.holdout.split(",")) if args.holdout else None
-    result: dict = {"cpu_count": os.cpu_count(), "timing": time_predict(args.dim, args.repeats)}
+    from datetime import datetime, timezone
+
+    result: dict = {
+        "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        "cpu_count": os.cpu_count(),
+        "timing": time_predict(args.dim, args.repeats),
+    }
     if args.embeddings:
         result["accuracy"] = accuracy(concat_tables([read_embeddings(e) for e in args.embeddings]), holdout)
         result["accuracy_source"] = [str(e) for e in args.embeddings]

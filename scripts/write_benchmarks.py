@@ -346,12 +346,55 @@ def gpu_note(d: dict) -> str | None:
 NOTES: dict[str, Callable[[dict], str | None]] = {"bench_gpu": gpu_note}
 
 
+def predict_rows(d: dict) -> list[Row]:
+    t = d.get("timing") or {}
+    rows = [
+        Row(
+            f"predict one full-size experiment ({t.get('wells')} wells, {t.get('classes')} classes), s",
+            t.get("predict_seconds"),
+            "per-well top-k alone, s",
+            t.get("per_well_seconds"),
+            ratio(t.get("predict_seconds"), t.get("per_well_seconds")),
+            "≤ 2 s",
+        )
+    ]
+    for name in ("accuracy", "oracle"):
+        a = d.get(name) or {}
+        if not a:
+            continue
+        what = "demo" if name == "accuracy" else "oracle twin"
+        auto = get(a, "auto.auto_assigned_top1")
+        for center in ("none", "center", "center_scale", "tvn"):
+            best = max(
+                (v for v in (get(a, f"{center}.knn_assigned_top1"), get(a, f"{center}.centroid_assigned_top1")) if v),
+                default=None,
+            )
+            rows.append(Row(f"{what}: {center}, top-1 with plate assignment (best mode)", best))
+        rows.append(
+            Row(
+                f"{what}: auto, top-1 with plate assignment",
+                auto,
+                "best fixed centering",
+                a.get("best_fixed_assigned_top1"),
+                ratio(auto, a.get("best_fixed_assigned_top1")),
+                "≥ best fixed − 0.01",
+            )
+        )
+    auto, oracle = get(d, "accuracy.auto.auto_assigned_top1"), get(d, "oracle.best_fixed_assigned_top1")
+    if auto is not None and oracle is not None:
+        rows.append(
+            Row("demo auto vs the oracle twin's best", auto, "oracle best", oracle, ratio(auto, oracle), "≥ 0.97×")
+        )
+    return rows
+
+
 EXTRACTORS: dict[str, Callable[[dict], list[Row]]] = {
     "bench_data": data_rows,
     "bench_index": index_rows,
     "bench_embedder": embedder_rows,
     "bench_api": api_rows,
     "bench_gpu": gpu_rows,
+    "bench_predict": predict_rows,
 }
 
 
