@@ -111,3 +111,20 @@ def test_a_batch_without_labelled_controls_gets_the_fallback_and_the_reason(
     assert sel.within_noise
     assert "no labelled control wells" in sel.reason
     assert any("no labelled control wells" in r.getMessage() for r in caplog.records)
+
+
+def test_controls_that_cannot_tell_the_candidates_apart_keep_the_default() -> None:
+    """Without batch effects every candidate scores alike on the controls: the pick is the default (centre on the
+    controls, nearest centroid), not whichever candidate the ranking's last tie-break happened to favour."""
+    table = simulate_table(_design(plate_offset=0.0, experiment_offset=0.0), seed=1)
+    config, sel = choose_config(table, TARGET, IndexConfig(center="auto", mode="auto"))
+    assert (config.center, config.per_plate, config.mode) == ("center", False, "centroid")
+    top = sel.table[0]
+    assert (top["center"], top["per_plate"], top["mode"]) == ("center", False, "centroid")
+    assert max(r["assigned_top1"] for r in sel.table) - top["assigned_top1"] <= 2 * sel.noise + 1e-9
+
+
+def test_a_fixed_mode_is_the_default_that_must_be_beaten() -> None:
+    table = simulate_table(_design(plate_offset=0.0, experiment_offset=0.0), seed=1)
+    config, _ = choose_config(table, TARGET, IndexConfig(center="auto", mode="knn"))
+    assert (config.center, config.per_plate, config.mode) == ("center", False, "knn")
