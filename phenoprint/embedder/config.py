@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from phenoprint.data.layout import CELL_TYPES
 
+#: The margin heads (:mod:`phenoprint.embedder.heads` builds them), each with how it changes the target logit: the
+#: one list the ``HeadName`` type (a test checks they agree), the head builder and the command line's choices use.
+HEAD_HELP: dict[str, str] = {
+    "arcface": "additive angle",
+    "cosface": "additive cosine",
+    "cosine": "no margin",
+}
 HeadName = Literal["arcface", "cosface", "cosine"]
+HEADS: tuple[str, ...] = tuple(HEAD_HELP)
 NormName = Literal["site", "experiment"]
 SamplerName = Literal["random", "experiment", "plate"]
 DeviceName = Literal["auto", "cpu", "cuda"]
@@ -38,8 +45,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "embedding_dim", "num_classes", "in_chans")
-        if self.head not in ("arcface", "cosface", "cosine"):
-            raise ValueError(f"head must be arcface, cosface or cosine; got {self.head!r}")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {', '.join(HEADS)}; got {self.head!r}")
         if not 0.0 <= self.ce_weight <= 1.0 or not 0.0 <= self.dropout < 1.0:
             raise ValueError(
                 f"ce_weight must lie in [0, 1] and dropout in [0, 1); got {self.ce_weight}, {self.dropout}"
@@ -123,31 +130,3 @@ def train_config(**options: Any) -> TrainConfig:
         )
     model = ModelConfig(**{k: v for k, v in options.items() if k in model_fields})
     return TrainConfig(model=model, **{k: v for k, v in options.items() if k in train_fields})
-
-
-C = TypeVar("C")
-
-
-def config_to_dict(config: Any) -> dict[str, Any]:
-    """A JSON-ready dict of a (nested) config dataclass; tuples become lists."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
-
-
-def config_from_dict(cls: type[C], data: dict[str, Any]) -> C:
-    """Rebuild a config dataclass from :func:`config_to_dict` output, refusing unknown keys.
-
-    Raises:
-        ValueError: a key the dataclass does not have (a config from a newer or other program).
-    """
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown field(s) {', '.join(unknown)}")
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        if name == "model" and isinstance(value, dict):
-            value = config_from_dict(ModelConfig, value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[name] = value
-    return cls(**kwargs)
