@@ -149,7 +149,7 @@ def _add_embed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bn-adapt", action="store_true", help="re-estimate batch-norm statistics per experiment")
     p.add_argument("--batch-size", type=int, default=64, help="wells per forward pass")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
+    p.add_argument("--device", choices=get_args(DeviceName), default="auto", help="where to run")
     p.add_argument(
         "--preprocess-on",
         choices=("auto", "loader", "device"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from phenoprint.data.layout import CELL_TYPES
 
@@ -20,6 +20,8 @@ HEADS: tuple[str, ...] = tuple(HEAD_HELP)
 NormName = Literal["site", "experiment"]
 SamplerName = Literal["random", "experiment", "plate"]
 DeviceName = Literal["auto", "cpu", "cuda"]
+#: Where the embedder runs (training, embedding, the service): auto picks CUDA when available.
+DEVICES: tuple[str, ...] = get_args(DeviceName)
 PreprocessName = Literal["auto", "loader", "device"]
 
 #: Classes of the real RxRx1 design: 1,108 treatments + 30 positive controls + 1 untreated.
@@ -99,10 +101,10 @@ class TrainConfig:
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or None; got {self.max_steps}")
         for name, allowed in (
-            ("normalization", ("site", "experiment")),
-            ("sampler", ("random", "experiment", "plate")),
-            ("device", ("auto", "cpu", "cuda")),
-            ("preprocess_on", ("auto", "loader", "device")),
+            ("normalization", get_args(NormName)),
+            ("sampler", get_args(SamplerName)),
+            ("device", DEVICES),
+            ("preprocess_on", get_args(PreprocessName)),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
