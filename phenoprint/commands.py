@@ -8,6 +8,7 @@ from pathlib import Path
 
 from phenoprint.cli import Command
 from phenoprint.embedder.commands import add_source, add_train_arguments, train_config_from_args
+from phenoprint.embedder.config import DEVICES
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -68,7 +69,7 @@ def add_build_index_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch-size", type=int, default=64, help="wells per forward pass")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="where to run")
 
 
 def run_build_index(args: argparse.Namespace) -> int:

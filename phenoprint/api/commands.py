@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 from phenoprint.cli import Command
+from phenoprint.embedder.config import DEVICES
+from phenoprint.index.config import MODES
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=unset, help="TCP port (env PHENOPRINT_PORT; default 8000)")
     p.add_argument(
         "--device",
-        choices=("auto", "cpu", "cuda"),
+        choices=DEVICES,
         default=unset,
         help="where the embedder runs (env PHENOPRINT_DEVICE; default auto)",
     )
@@ -96,7 +98,7 @@ def _add_serve_limits(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--classify-mode",
-        choices=("knn", "centroid"),
+        choices=MODES,
         default=unset,
         help="weighted kNN vote or nearest centroid (env PHENOPRINT_CLASSIFY_MODE; default centroid)",
     )

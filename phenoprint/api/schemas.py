@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 from fastapi import File, UploadFile
 from pydantic import BaseModel, Field
 
+from phenoprint.index.config import Mode
+
 _FILES = (
     "The well's channel images: 6 PNGs per site (w1-w6) for 1 or 2 sites, as repeated parts of this field. Site and "
     "channel come from each file's name as in RxRx1 (`…_s<site>_w<channel>.png`, e.g. `B02_s1_w1.png`)."
@@ -74,7 +76,7 @@ class ClassifyResponse(BaseModel):
     predictions: list[PredictionOut] = Field(description="the top-k siRNAs, best first")
     unknown: bool = Field(description="open-set flag: the well resembles no known siRNA of the index closely enough")
     best_similarity: float = Field(description="cosine to the nearest siRNA centroid (what the open-set rule tests)")
-    mode: Literal["knn", "centroid"] = Field(description="the index's classification mode (or the service's override)")
+    mode: Mode = Field(description="the index's classification mode (or the service's override)")
     centering: str = Field(description="the index's batch centering, e.g. 'tvn' or 'center per plate (auto)'")
     plate: int | None
     well: str | None = Field(description="as sent, or as the file names give it")

@@ -12,6 +12,9 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
+from phenoprint.embedder.config import DeviceName
+from phenoprint.index.config import Mode
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -41,7 +44,7 @@ class Settings(BaseSettings):
 
     model: Path | None = Field(default=None, description="finished run directory (`phenoprint train --out`)")
     indexes: Path | None = Field(default=None, description="folder holding one index directory per experiment")
-    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="where the embedder runs")
+    device: DeviceName = Field(default="auto", description="where the embedder runs")
     host: str = Field(default="127.0.0.1", description="interface to bind (0.0.0.0 exposes the service to the network)")
     port: int = Field(default=8000, ge=1, le=65535, description="TCP port")
     api_key: SecretStr | None = Field(default=None, description="when set, every data endpoint needs it in X-API-Key")
@@ -68,7 +71,7 @@ class Settings(BaseSettings):
         description="dihedral transforms averaged per site at inference; unset: each index's own, as onboarding "
         "embedded its wells (queries must be embedded the way the index was)",
     )
-    classify_mode: Literal["knn", "centroid"] | None = Field(
+    classify_mode: Mode | None = Field(
         default=None,
         description="override the classification mode of every index (default: each index's own, recorded when it "
         "was built, e.g. chosen by --mode auto on the batch's controls)",

@@ -20,7 +20,8 @@ from torch import nn
 
 from phenoprint import __version__
 from phenoprint.atomic import atomic_path, held, make_temp_dir, remove_stale, write_json_atomic
-from phenoprint.embedder.config import ModelConfig, TrainConfig, config_from_dict, config_to_dict
+from phenoprint.configs import config_from_json, config_to_json
+from phenoprint.embedder.config import ModelConfig, TrainConfig
 from phenoprint.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def fingerprint(config: TrainConfig, embedder: nn.Module) -> str:
     """SHA-256 of what determines the vectors: the model config, input size and normalization, and the weights."""
     h = hashlib.sha256()
     identity = {
-        "model": config_to_dict(config.model),
+        "model": config_to_json(config.model),
         "image_size": config.image_size,
         "normalization": config.normalization,
     }
@@ -180,7 +181,7 @@ def save_checkpoint(
                 "created": time.time(),
             }
             (tmp / "state.json").write_text(json.dumps(state))
-            (tmp / CONFIG_FILE).write_text(json.dumps(config_to_dict(config), indent=2, sort_keys=True))
+            (tmp / CONFIG_FILE).write_text(json.dumps(config_to_json(config), indent=2, sort_keys=True))
             for f in tmp.iterdir():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
@@ -226,7 +227,7 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
 
 def checkpoint_config(path: str | Path) -> TrainConfig:
     """The training config stored with a checkpoint (or a run)."""
-    return config_from_dict(TrainConfig, json.loads((Path(path) / CONFIG_FILE).read_text()))
+    return config_from_json(TrainConfig, json.loads((Path(path) / CONFIG_FILE).read_text()))
 
 
 # --- finished runs --------------------------------------------------------------------------------------------
@@ -244,7 +245,7 @@ def write_run(run_dir: str | Path, embedder: nn.Module, config: TrainConfig, inf
     # is in place the run is unfinished, never new weights beside the old fingerprint.
     (run_dir / RUN_FILE).unlink(missing_ok=True)
     save_weights(embedder, run_dir / MODEL_FILE)
-    write_json_atomic(config_to_dict(config), run_dir / CONFIG_FILE)
+    write_json_atomic(config_to_json(config), run_dir / CONFIG_FILE)
     fp = fingerprint(config, embedder)
     write_json_atomic(
         {
@@ -290,7 +291,7 @@ def read_run(run_dir: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
             f"{run_dir}: run format {info.get('format_version')} (this phenoprint reads {RUN_FORMAT_VERSION})"
         )
     try:
-        config = config_from_dict(TrainConfig, json.loads((run_dir / CONFIG_FILE).read_text()))
+        config = config_from_json(TrainConfig, json.loads((run_dir / CONFIG_FILE).read_text()))
     except (OSError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{run_dir / CONFIG_FILE}: unreadable training config ({exc})") from exc
     return config, info

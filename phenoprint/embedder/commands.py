@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import get_args
 
 from phenoprint.cli import Command
-from phenoprint.embedder.config import ModelConfig, TrainConfig, train_config
+from phenoprint.embedder.config import (
+    HEAD_HELP,
+    HEADS,
+    DeviceName,
+    ModelConfig,
+    NormName,
+    PreprocessName,
+    SamplerName,
+    TrainConfig,
+    train_config,
+)
 
 
 def csv_list(text: str) -> tuple[str, ...]:
@@ -30,7 +41,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pretrained", action="store_true", help="start from timm's ImageNet weights (needs them cached)")
     g.add_argument("--embedding-dim", type=int, default=m.embedding_dim, help="width of the exported vectors")
     g.add_argument("--num-classes", type=int, default=m.num_classes, help="siRNA classes (1,139 in RxRx1)")
-    g.add_argument("--head", choices=("arcface", "cosface", "cosine"), default=m.head, help="margin head")
+    g.add_argument(
+        "--head",
+        choices=HEADS,
+        default=m.head,
+        help="margin head: " + "; ".join(f"{name} ({how})" for name, how in HEAD_HELP.items()),
+    )
     g.add_argument("--margin", type=float, default=m.margin, help="ArcFace angle (rad) or CosFace cosine margin")
     g.add_argument("--scale", type=float, default=m.scale, help="logit scale of the margin head")
     g.add_argument("--ce-weight", type=float, default=m.ce_weight, help="weight of a plain CE head mixed in (0-1)")
@@ -40,7 +56,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--image-size", type=int, default=t.image_size, help="network input side in pixels")
     g.add_argument(
         "--normalization",
-        choices=("site", "experiment"),
+        choices=get_args(NormName),
         default=t.normalization,
         help="standardize channels per site, or by per-experiment statistics",
     )
@@ -52,25 +68,27 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup-steps", type=int, default=t.warmup_steps, help="linear warmup steps")
     g.add_argument(
         "--sampler",
-        choices=("experiment", "plate", "random"),
+        choices=get_args(SamplerName),
         default=t.sampler,
         help="fill each batch from one experiment / plate (per-batch BN statistics), or shuffle freely",
     )
     g.add_argument(
-        "--holdout", type=csv_list, default=(), help="comma-separated experiments to hold out and validate on"
+        "--holdout", type=csv_list, default=t.holdout, help="comma-separated experiments to hold out and validate on"
     )
     g.add_argument("--val-every", type=int, default=t.val_every, help="epochs between held-out validations")
     g.add_argument("--no-augment", action="store_true", help="no dihedral / crop / intensity augmentation")
-    g.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (smoke runs)")
+    g.add_argument(
+        "--max-steps", type=int, default=t.max_steps, help="stop after this many optimizer steps (smoke runs)"
+    )
     g.add_argument("--seed", type=int, default=t.seed, help="seed of initialization, data order and augmentation")
     g = p.add_argument_group("hardware")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default=t.device, help="where to train")
+    g.add_argument("--device", choices=get_args(DeviceName), default=t.device, help="where to train")
     g.add_argument("--workers", type=int, default=t.workers, help="data-loading processes")
     g.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument(
         "--preprocess-on",
-        choices=("auto", "loader", "device"),
+        choices=get_args(PreprocessName),
         default=t.preprocess_on,
         help="where standardization and augmentation run: in the loader workers, or on the device on uint8 "
         "batches (auto: the device on CUDA)",
@@ -131,7 +149,7 @@ def _add_embed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bn-adapt", action="store_true", help="re-estimate batch-norm statistics per experiment")
     p.add_argument("--batch-size", type=int, default=64, help="wells per forward pass")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
+    p.add_argument("--device", choices=get_args(DeviceName), default="auto", help="where to run")
     p.add_argument(
         "--preprocess-on",
         choices=("auto", "loader", "device"),

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, get_args
 
 from phenoprint.data.layout import CELL_TYPES
 
+#: The margin heads (:mod:`phenoprint.embedder.heads` builds them), each with how it changes the target logit: the
+#: one list the ``HeadName`` type (a test checks they agree), the head builder and the command line's choices use.
+HEAD_HELP: dict[str, str] = {
+    "arcface": "additive angle",
+    "cosface": "additive cosine",
+    "cosine": "no margin",
+}
 HeadName = Literal["arcface", "cosface", "cosine"]
+HEADS: tuple[str, ...] = tuple(HEAD_HELP)
 NormName = Literal["site", "experiment"]
 SamplerName = Literal["random", "experiment", "plate"]
 DeviceName = Literal["auto", "cpu", "cuda"]
+#: Where the embedder runs (training, embedding, the service): auto picks CUDA when available.
+DEVICES: tuple[str, ...] = get_args(DeviceName)
 PreprocessName = Literal["auto", "loader", "device"]
 
 #: Classes of the real RxRx1 design: 1,108 treatments + 30 positive controls + 1 untreated.
@@ -38,8 +47,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "embedding_dim", "num_classes", "in_chans")
-        if self.head not in ("arcface", "cosface", "cosine"):
-            raise ValueError(f"head must be arcface, cosface or cosine; got {self.head!r}")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {', '.join(HEADS)}; got {self.head!r}")
         if not 0.0 <= self.ce_weight <= 1.0 or not 0.0 <= self.dropout < 1.0:
             raise ValueError(
                 f"ce_weight must lie in [0, 1] and dropout in [0, 1); got {self.ce_weight}, {self.dropout}"
@@ -92,10 +101,10 @@ class TrainConfig:
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or None; got {self.max_steps}")
         for name, allowed in (
-            ("normalization", ("site", "experiment")),
-            ("sampler", ("random", "experiment", "plate")),
-            ("device", ("auto", "cpu", "cuda")),
-            ("preprocess_on", ("auto", "loader", "device")),
+            ("normalization", get_args(NormName)),
+            ("sampler", get_args(SamplerName)),
+            ("device", DEVICES),
+            ("preprocess_on", get_args(PreprocessName)),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
@@ -123,31 +132,3 @@ def train_config(**options: Any) -> TrainConfig:
         )
     model = ModelConfig(**{k: v for k, v in options.items() if k in model_fields})
     return TrainConfig(model=model, **{k: v for k, v in options.items() if k in train_fields})
-
-
-C = TypeVar("C")
-
-
-def config_to_dict(config: Any) -> dict[str, Any]:
-    """A JSON-ready dict of a (nested) config dataclass; tuples become lists."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
-
-
-def config_from_dict(cls: type[C], data: dict[str, Any]) -> C:
-    """Rebuild a config dataclass from :func:`config_to_dict` output, refusing unknown keys.
-
-    Raises:
-        ValueError: a key the dataclass does not have (a config from a newer or other program).
-    """
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown field(s) {', '.join(unknown)}")
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        if name == "model" and isinstance(value, dict):
-            value = config_from_dict(ModelConfig, value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[name] = value
-    return cls(**kwargs)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from phenoprint.embedder.config import DEVICES
 from phenoprint.logs import warn_once
 
 log = logging.getLogger(__name__)
@@ -20,8 +21,8 @@ def resolve_device(preference: str = "auto", local_rank: int = 0) -> torch.devic
     Raises:
         ValueError: ``cuda`` was asked for and none is available, or an unknown preference.
     """
-    if preference not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda, got {preference!r}")
+    if preference not in DEVICES:
+        raise ValueError(f"device must be {', '.join(DEVICES[:-1])} or {DEVICES[-1]}, got {preference!r}")
     has_cuda = torch.cuda.is_available()
     if preference == "cuda" and not has_cuda:
         raise ValueError("--device cuda was asked for, but torch sees no CUDA device; use --device auto or cpu")

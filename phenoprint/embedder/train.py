@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from phenoprint.atomic import write_json_atomic
+from phenoprint.configs import config_to_json
 from phenoprint.data.source import SiteSource
 from phenoprint.data.table import EmbeddingTable
 from phenoprint.embedder.checkpoint import (
@@ -36,7 +37,7 @@ from phenoprint.embedder.checkpoint import (
     save_checkpoint,
     write_run,
 )
-from phenoprint.embedder.config import TrainConfig, config_to_dict
+from phenoprint.embedder.config import TrainConfig
 from phenoprint.embedder.data import GroupBatchSampler, WellDataset, collate_train, experiment_channel_stats, well_table
 from phenoprint.embedder.device_data import RawWellDataset, TrainPrepare, collate_raw_train, preprocess_on_device
 from phenoprint.embedder.distributed import DistContext, init_distributed, shutdown_distributed
@@ -156,7 +157,7 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
 
 
 def _check_resumable(saved: TrainConfig, asked: TrainConfig) -> None:
-    a, b = config_to_dict(saved), config_to_dict(asked)
+    a, b = config_to_json(saved), config_to_json(asked)
     changed = sorted(k for k in a if a[k] != b.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
         diffs = "; ".join(f"{k}: {a[k]!r} → {b.get(k)!r}" for k in changed)
@@ -387,7 +388,7 @@ def _model(
         log.info("resumed from %s (step %d, epoch %d, batch %d)", ckpt.name, pos.step, pos.epoch, pos.batch)
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(config_to_dict(config), run_dir / CONFIG_FILE)
+        write_json_atomic(config_to_json(config), run_dir / CONFIG_FILE)
     net: nn.Module = model
     if ctx.distributed:
         net = DistributedDataParallel(model, device_ids=[device] if cuda else None)

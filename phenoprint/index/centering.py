@@ -9,9 +9,17 @@ from typing import Literal, get_args
 
 import numpy as np
 
+#: The centering methods, each with what it does to a batch's wells: the one list the ``CenterMethod`` type (a test
+#: checks they agree), the command line's choices and its help are taken from.
+CENTER_METHOD_HELP: dict[str, str] = {
+    "none": "none",
+    "center": "center (subtract their mean)",
+    "center_scale": "center_scale (standardize)",
+    "tvn": "tvn (standardize, then whiten with their regularized covariance)",
+}
 CenterMethod = Literal["none", "center", "center_scale", "tvn"]
+CENTER_METHODS: tuple[str, ...] = tuple(CENTER_METHOD_HELP)
 Reference = Literal["controls", "all"]
-CENTER_METHODS: tuple[str, ...] = get_args(CenterMethod)
 REFERENCES: tuple[str, ...] = get_args(Reference)
 
 #: TVN ridge λ as a fraction of the mean eigenvalue of the reference covariance (≈ 1 after standardizing), so
@@ -20,8 +28,9 @@ DEFAULT_RIDGE = 0.1
 #: A feature whose reference standard deviation is below this fraction of its magnitude is treated as constant
 #: (e.g. a zero-padded profile column) and left unscaled: dividing by ~0 would let it dominate every distance.
 _CONSTANT_FEATURE_RTOL = 1e-9
-#: How many reference wells each method needs: a mean needs one well, a spread needs two.
-_MIN_REFERENCE = {"none": 0, "center": 1, "center_scale": 2, "tvn": 2}
+#: How many reference wells each method needs: a mean needs one well, a spread needs two (checked here per batch,
+#: and by :func:`phenoprint.index.table_centering.fit_table_centering` for every batch of a table up front).
+MIN_REFERENCE: dict[str, int] = {"none": 0, "center": 1, "center_scale": 2, "tvn": 2}
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,8 +119,8 @@ def fit_centering(
     _, d = x.shape
     ref = x[mask]
     n_ref = len(ref)
-    if n_ref < _MIN_REFERENCE[method]:
-        raise ValueError(f"method {method!r} needs at least {_MIN_REFERENCE[method]} reference well(s); got {n_ref}")
+    if n_ref < MIN_REFERENCE[method]:
+        raise ValueError(f"method {method!r} needs at least {MIN_REFERENCE[method]} reference well(s); got {n_ref}")
     if not ridge > 0:
         raise ValueError(f"ridge must be > 0; got {ridge}")
     if pca_dim is not None and not 1 <= pca_dim <= d:

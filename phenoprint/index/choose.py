@@ -11,7 +11,7 @@ import numpy as np
 
 from phenoprint.data.table import EmbeddingTable
 from phenoprint.index.assign import assign_experiment
-from phenoprint.index.centering import fit_centering_by
+from phenoprint.index.centering import CENTER_METHODS, fit_centering_by
 from phenoprint.index.classify import MODES, classify, sirna_scores
 
 log = logging.getLogger(__name__)
@@ -20,12 +20,7 @@ AUTO = "auto"
 #: (centering, per plate) candidates, simplest first: exact ties go to the earlier one. ``none`` per plate is ``none``.
 CANDIDATES: tuple[tuple[str, bool], ...] = (
     ("none", False),
-    ("center", False),
-    ("center", True),
-    ("center_scale", False),
-    ("center_scale", True),
-    ("tvn", False),
-    ("tvn", True),
+    *((method, per_plate) for method in CENTER_METHODS if method != "none" for per_plate in (False, True)),
 )
 #: Modes in order of preference on exact ties (centroid needs no FAISS search).
 MODE_PREFERENCE: tuple[str, ...] = ("centroid", "knn")

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 import numpy as np
 
+from phenoprint.index.config import MODES
 from phenoprint.index.experiment import ExperimentIndex
 from phenoprint.index.openset import flag_unknown
 
-Mode = Literal["knn", "centroid"]
-MODES: tuple[str, ...] = get_args(Mode)
 #: Queries scored at once: bounds the dense (queries x siRNAs) score block to a few tens of MB.
 _CHUNK = 4096
 

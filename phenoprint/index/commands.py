@@ -4,49 +4,49 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Literal
 
 from phenoprint.cli import Command
 
-if TYPE_CHECKING:
-    from phenoprint.index.config import IndexConfig
+# The registries and the config live in modules that import numpy only: building the parser never imports faiss.
+from phenoprint.index.centering import CENTER_METHOD_HELP, REFERENCES
+from phenoprint.index.config import CALIBRATION_SOURCES, INDEX_KIND_HELP, MODE_HELP, MODES, SCOPES, IndexConfig
 
-# Choices are spelled out here (not imported) so that building the parser never imports faiss.
-_CENTER = ("none", "center", "center_scale", "tvn")
 _AUTO: Literal["auto"] = "auto"
-_REFERENCE = ("controls", "all")
-_SCOPE = ("same_cell_type", "all")
-_KINDS = ("flat", "ivf", "hnsw")
-_MODES = ("knn", "centroid")
-_CALIBRATION = ("training", "controls")
-_DEFAULT_RIDGE = 0.1
+
+
+def _default(name: str) -> Any:
+    """IndexConfig's default of field ``name``: what an option left out asks for."""
+    return next(f.default for f in fields(IndexConfig) if f.name == name)
 
 
 def add_centering_options(
-    p: argparse.ArgumentParser, deprecated_reference: bool = True, default_center: str = "tvn"
+    p: argparse.ArgumentParser, deprecated_reference: bool = True, default_center: str | None = None
 ) -> None:
     """Options of the batch centering and of the index scope (shared by every verb that builds indexes).
 
     Args:
-        default_center: ``auto`` for the verbs that build an index (chosen on the batch's controls).
+        default_center: ``auto`` for the verbs that build an index (chosen on the batch's controls); None:
+            IndexConfig's default.
         deprecated_reference: also accept ``--reference controls|all``, the old spelling of ``--center-on``, with a
             deprecation warning (off for verbs whose ``--reference`` names the reference embeddings).
     """
     p.add_argument(
         "--center",
-        choices=(_AUTO, *_CENTER),
-        default=default_center,
-        help="batch centering fitted per experiment on its reference wells: none; center (subtract their mean); "
-        "center_scale (standardize); tvn (standardize, then whiten with their regularized covariance); auto (each of "
-        "them, per experiment and per plate, scored on the batch's labelled controls against the other experiments' "
-        "controls; the best is kept and the table recorded in the manifest)",
+        choices=(_AUTO, *CENTER_METHOD_HELP),
+        default=_default("center") if default_center is None else default_center,
+        help="batch centering fitted per experiment on its reference wells: "
+        + "; ".join(CENTER_METHOD_HELP.values())
+        + "; auto (each of them, per experiment and per plate, scored on the batch's labelled controls against the "
+        "other experiments' controls; the best is kept and the table recorded in the manifest)",
     )
     p.add_argument(
         "--center-on",
         dest="reference",
-        choices=_REFERENCE,
-        default="controls",
+        choices=REFERENCES,
+        default=_default("reference"),
         help="wells the centering is fitted on: the experiment's control wells, or all its wells (for data "
         "without controls, e.g. CellProfiler profiles)",
     )
@@ -54,23 +54,26 @@ def add_centering_options(
         from phenoprint.cli import DeprecatedAlias
 
         p.add_argument(
-            "--reference", dest="reference", choices=_REFERENCE, action=DeprecatedAlias, replacement="--center-on"
+            "--reference", dest="reference", choices=REFERENCES, action=DeprecatedAlias, replacement="--center-on"
         )
     p.add_argument("--per-plate", action="store_true", help="fit the centering per plate instead of per experiment")
     p.add_argument(
         "--pca-dim",
         type=int,
-        default=None,
+        default=_default("pca_dim"),
         help="TVN: principal components estimated one by one (default: half the reference wells, at most the "
         "dimension)",
     )
     p.add_argument(
-        "--ridge", type=float, default=0.1, help="TVN: λ of (Σ + λI)^-1/2, as a fraction of Σ's mean eigenvalue"
+        "--ridge",
+        type=float,
+        default=_default("ridge"),
+        help="TVN: λ of (Σ + λI)^-1/2, as a fraction of Σ's mean eigenvalue",
     )
     p.add_argument(
         "--scope",
-        choices=_SCOPE,
-        default="same_cell_type",
+        choices=SCOPES,
+        default=_default("scope"),
         help="which other experiments' labelled wells are indexed: those of the same cell type, or all",
     )
 
@@ -78,29 +81,33 @@ def add_centering_options(
 def add_build_options(p: argparse.ArgumentParser) -> None:
     """Options of the FAISS index and of the open-set threshold (verbs that write an index directory)."""
     p.add_argument(
-        "--kind", choices=_KINDS, default="flat", help="flat: exact search; ivf / hnsw: approximate, for large indexes"
+        "--kind",
+        choices=tuple(INDEX_KIND_HELP),
+        default=_default("kind"),
+        help="; ".join(f"{kind}: {what}" for kind, what in INDEX_KIND_HELP.items()),
     )
-    p.add_argument("--nlist", type=int, default=None, help="IVF lists (default: about 4·sqrt(entries))")
-    p.add_argument("--nprobe", type=int, default=16, help="IVF lists visited per query")
-    p.add_argument("--hnsw-m", type=int, default=32, help="HNSW neighbours per node")
-    p.add_argument("--ef-search", type=int, default=128, help="HNSW candidate list while searching")
+    p.add_argument("--nlist", type=int, default=_default("nlist"), help="IVF lists (default: about 4·sqrt(entries))")
+    p.add_argument("--nprobe", type=int, default=_default("nprobe"), help="IVF lists visited per query")
+    p.add_argument("--hnsw-m", type=int, default=_default("hnsw_m"), help="HNSW neighbours per node")
+    p.add_argument("--ef-search", type=int, default=_default("ef_search"), help="HNSW candidate list while searching")
     p.add_argument(
         "--mode",
-        choices=(_AUTO, *_MODES),
-        default=_AUTO,
-        help="how the index names wells (the service and predict use it): knn vote, nearest centroid, or auto (the "
-        "better of the two on the batch's labelled controls)",
+        choices=(_AUTO, *MODE_HELP),
+        default=_AUTO,  # the verbs that build an index choose the mode on the batch's controls (not IndexConfig's)
+        help="how the index names wells (the service and predict use it): "
+        + ", ".join(MODE_HELP.values())
+        + ", or auto (the better of the two on the batch's labelled controls)",
     )
     p.add_argument(
         "--open-set-quantile",
         type=float,
-        default=0.05,
+        default=_default("open_set_quantile"),
         help="share of the calibration wells allowed below the unknown threshold (0 turns the flag off)",
     )
     p.add_argument(
         "--open-set-calibration",
-        choices=("training", "controls"),
-        default="training",
+        choices=CALIBRATION_SOURCES,
+        default=_default("open_set_calibration"),
         help="calibrate the unknown threshold on the other experiments' treatment wells (leave-experiment-out), or "
         "on this experiment's control wells (whose strong, whitened-away phenotypes make a poor stand-in for "
         "treatments)",
@@ -109,8 +116,6 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
 
 def index_config_from_args(args: argparse.Namespace, build: bool = False) -> IndexConfig:
     """The IndexConfig the options of :func:`add_centering_options` (and :func:`add_build_options`) ask for."""
-    from phenoprint.index.config import IndexConfig
-
     more: dict[str, object] = {}
     if build:
         more = {
@@ -247,7 +252,7 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
         help="comma-separated experiments to query (default: every labelled experiment in turn, leave-one-out)",
     )
     p.add_argument("--k", type=int, default=5, help="top-k accuracy")
-    p.add_argument("--mode", choices=(*_MODES, "both"), default="both", help="classification mode(s) to compare")
+    p.add_argument("--mode", choices=(*MODES, "both"), default="both", help="classification mode(s) to compare")
     p.add_argument(
         "--assign", action="store_true", help="also score plate-constrained assignment (plate groups from the labels)"
     )
@@ -272,7 +277,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         index=index_config,
         holdout=tuple(e.strip() for e in args.holdout.split(",") if e.strip()) if args.holdout else None,
         k=args.k,
-        modes=_MODES if args.mode == "both" else (args.mode,),
+        modes=MODES if args.mode == "both" else (args.mode,),
         assign=args.assign,
         replicate_map=not args.no_map,
         max_map_queries=args.max_map_queries,

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from phenoprint.configs import config_from_json, config_to_json
 from phenoprint.index.centering import DEFAULT_RIDGE, REFERENCES, CenterMethod, Reference
 
+#: The FAISS index kinds (:func:`phenoprint.index.faiss_backend.make_index` builds them), each with what it is for:
+#: the one list the ``IndexKind`` type (a test checks they agree), the command line's choices and its help use.
+INDEX_KIND_HELP: dict[str, str] = {
+    "flat": "exact search",
+    "ivf": "approximate (inverted lists), for large indexes",
+    "hnsw": "approximate (a graph), for large indexes",
+}
 IndexKind = Literal["flat", "ivf", "hnsw"]
-INDEX_KINDS: tuple[str, ...] = get_args(IndexKind)
+INDEX_KINDS: tuple[str, ...] = tuple(INDEX_KIND_HELP)
 #: The open-set threshold's default: the share of known calibration wells allowed below it.
 DEFAULT_QUANTILE = 0.05
 
@@ -19,8 +27,13 @@ CALIBRATION_SOURCES: tuple[str, ...] = get_args(CalibrationSource)
 #: ``auto``: chosen at build time on the batch's own labelled controls (:mod:`phenoprint.index.choose`).
 CenterChoice = Literal[CenterMethod, "auto"]
 CENTER_CHOICES: tuple[str, ...] = get_args(CenterChoice)
-#: How the service and ``predict`` name wells (:data:`phenoprint.index.classify.MODES`), or ``auto``.
-ModeChoice = Literal["knn", "centroid", "auto"]
+#: How the service and ``predict`` name wells (:func:`phenoprint.index.classify.classify`): the one list the ``Mode``
+#: type (a test checks they agree), the classifiers and the command line's choices use.
+MODE_HELP: dict[str, str] = {"knn": "knn vote", "centroid": "nearest centroid"}
+Mode = Literal["knn", "centroid"]
+MODES: tuple[str, ...] = tuple(MODE_HELP)
+#: A mode, or ``auto``: chosen at build time on the batch's own labelled controls.
+ModeChoice = Literal[Mode, "auto"]
 MODE_CHOICES: tuple[str, ...] = get_args(ModeChoice)
 
 
@@ -75,12 +88,8 @@ class IndexConfig:
             raise ValueError(f"open_set_quantile must be in [0, 1); got {self.open_set_quantile}")
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return config_to_json(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> IndexConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown IndexConfig field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**data)
+        return config_from_json(cls, data)

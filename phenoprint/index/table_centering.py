@@ -7,7 +7,7 @@ import pandas as pd
 
 from phenoprint.data.table import EmbeddingTable
 from phenoprint.errors import EmbeddingTableError
-from phenoprint.index.centering import REFERENCES, CenteringStats, apply_centering_by, fit_centering_by
+from phenoprint.index.centering import MIN_REFERENCE, REFERENCES, CenteringStats, apply_centering_by, fit_centering_by
 
 
 def batch_keys(meta: pd.DataFrame, per_plate: bool) -> np.ndarray:
@@ -37,8 +37,8 @@ def fit_table_centering(
     """
     keys = batch_keys(table.meta, per_plate)
     ref = reference_mask(table, reference)
-    if method != "none":
-        need = 1 if method == "center" else 2
+    need = MIN_REFERENCE.get(method, 0)  # an unknown method is refused by fit_centering_by
+    if need:
         counts = pd.Series(ref).groupby(keys).sum()
         short = counts[counts < need]
         if len(short):

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from phenoprint.cli import Command
+from phenoprint.index.config import MODES
 
 
 def _add_predict(p: argparse.ArgumentParser) -> None:
@@ -31,9 +32,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
         "--out", type=Path, required=True, help="predictions: OUT.parquet and OUT.csv, one row per well (atomic)"
     )
     p.add_argument("--k", type=int, default=5, help="per-well candidates reported")
-    p.add_argument(
-        "--mode", choices=("knn", "centroid"), default=None, help="override the classification mode the index records"
-    )
+    p.add_argument("--mode", choices=MODES, default=None, help="override the classification mode the index records")
     p.add_argument(
         "--kaggle-submission",
         type=Path,

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from phenoprint.embedder.config import ModelConfig, TrainConfig, config_from_dict, config_to_dict
+from phenoprint.configs import config_from_json, config_to_json
+from phenoprint.embedder.config import ModelConfig, TrainConfig
 
 
 def test_json_round_trip_keeps_tuples_and_the_nested_model() -> None:
     config = TrainConfig(model=ModelConfig(backbone="resnet10t", cell_type_context=True), holdout=("HUVEC-04",))
-    data = config_to_dict(config)
+    data = config_to_json(config)
     assert data["holdout"] == ["HUVEC-04"]
-    assert config_from_dict(TrainConfig, data) == config
+    assert config_from_json(TrainConfig, data) == config
 
 
 def test_unknown_fields_are_refused() -> None:
-    with pytest.raises(ValueError, match="unknown field"):
-        config_from_dict(TrainConfig, {"epochs": 2, "learning_rate": 1.0})
+    with pytest.raises(ValueError, match="unknown TrainConfig field"):
+        config_from_json(TrainConfig, {"epochs": 2, "learning_rate": 1.0})
 
 
 @pytest.mark.parametrize(
@@ -40,3 +41,23 @@ def test_invalid_model_configs_are_refused() -> None:
         ModelConfig(head="softmax")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="embedding_dim"):
         ModelConfig(embedding_dim=0)
+
+
+def test_a_train_command_line_without_options_asks_for_the_default_config() -> None:
+    """The parser's defaults are TrainConfig's (and ModelConfig's), read from the dataclasses: none drifts."""
+    import argparse
+    import dataclasses
+    from typing import get_args
+
+    from phenoprint.cli import build_parser
+    from phenoprint.embedder.commands import train_config_from_args
+    from phenoprint.embedder.config import NormName, SamplerName
+
+    parser = build_parser()
+    parsed = parser.parse_args(["train", "--data", "d", "--out", "o"])
+    assert train_config_from_args(parsed) == dataclasses.replace(TrainConfig(), data_root="d")
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    train = sub.choices["train"]
+    choices = {a.dest: tuple(a.choices) for a in train._actions if a.choices}
+    assert choices["normalization"] == get_args(NormName)
+    assert choices["sampler"] == get_args(SamplerName)

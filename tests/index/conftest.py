@@ -9,6 +9,9 @@ import pandas as pd
 import pytest
 
 from phenoprint.data.table import EmbeddingTable
+from phenoprint.index.build import build_experiment_index
+from phenoprint.index.config import IndexConfig
+from phenoprint.index.experiment import ExperimentIndex
 from phenoprint.index.simulate import VectorDesign, simulate_table
 
 
@@ -70,3 +73,23 @@ def rehash_manifest(folder: Path) -> None:
         else:
             manifest["files"][name] = len(data)
     path.write_text(json.dumps(manifest))
+
+
+@pytest.fixture(scope="module")
+def huvec_index(small_table: EmbeddingTable) -> ExperimentIndex:
+    return build_experiment_index(small_table, "HUVEC-01", IndexConfig())
+
+
+@pytest.fixture(scope="module")
+def index(small_table: EmbeddingTable) -> ExperimentIndex:
+    return build_experiment_index(small_table, "HUVEC-01", IndexConfig(n_neighbors=20, temperature=0.2))
+
+
+def reference_centroids(index: ExperimentIndex) -> tuple[list[int], np.ndarray]:
+    """Each siRNA's centroid by the textbook formula, from the entries' labels and vectors (not the index's own)."""
+    ids = sorted({int(s) for s in index.entries["sirna_id"]})
+    rows = []
+    for sid in ids:
+        mean = index.vectors[index.entries["sirna_id"].to_numpy() == sid].astype(np.float64).mean(axis=0)
+        rows.append(mean / np.linalg.norm(mean))
+    return ids, np.array(rows)

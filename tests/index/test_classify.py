@@ -6,40 +6,15 @@ import numpy as np
 import pytest
 
 from phenoprint.data.table import EmbeddingTable
-from phenoprint.index.build import build_experiment_index
 from phenoprint.index.classify import Prediction, _vote, classify, similar_sirnas, sirna_scores
-from phenoprint.index.config import IndexConfig
 from phenoprint.index.experiment import ExperimentIndex
-
-
-@pytest.fixture(scope="module")
-def index(small_table: EmbeddingTable) -> ExperimentIndex:
-    return build_experiment_index(small_table, "HUVEC-01", IndexConfig(n_neighbors=20, temperature=0.2))
+from tests.index.conftest import reference_centroids
 
 
 @pytest.fixture(scope="module")
 def queries(small_table: EmbeddingTable, index: ExperimentIndex) -> tuple[np.ndarray, np.ndarray]:
     rows = small_table.experiment_mask("HUVEC-01") & ~small_table.control_mask()
     return index.center(small_table.features[rows]), small_table.labels()[rows]
-
-
-def reference_centroids(index: ExperimentIndex) -> tuple[list[int], np.ndarray]:
-    """Each siRNA's centroid by the textbook formula, from the entries' labels and vectors (not the index's own)."""
-    ids = sorted({int(s) for s in index.entries["sirna_id"]})
-    rows = []
-    for sid in ids:
-        mean = index.vectors[index.entries["sirna_id"].to_numpy() == sid].astype(np.float64).mean(axis=0)
-        rows.append(mean / np.linalg.norm(mean))
-    return ids, np.array(rows)
-
-
-def test_centroids_are_the_unit_mean_of_each_sirnas_entries(index: ExperimentIndex) -> None:
-    ids, want = reference_centroids(index)
-    assert index.sirna_ids.tolist() == ids
-    np.testing.assert_allclose(index.centroids, want, atol=1e-6)
-    np.testing.assert_allclose(index.centroid(ids[2]), want[2], atol=1e-6)
-    with pytest.raises(KeyError, match="siRNA 99999"):
-        index.centroid(99999)
 
 
 def test_similar_sirnas_ranks_centroids_by_cosine(index: ExperimentIndex) -> None:

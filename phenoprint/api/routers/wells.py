@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Literal, cast
+from typing import Annotated, cast
 
 import anyio.to_thread
 import numpy as np
@@ -25,6 +25,7 @@ from phenoprint.api.schemas import (
 )
 from phenoprint.api.uploads import read_uploads
 from phenoprint.index.classify import Classification, classify
+from phenoprint.index.config import Mode
 from phenoprint.index.experiment import ExperimentIndex
 
 router = APIRouter(tags=["wells"])
@@ -87,7 +88,7 @@ async def classify_well(
     embedded = time.perf_counter()
     top_k, index = form.top_k, loaded.index
     # the index's own mode unless the service overrides it (IndexConfig validates it is one of the two)
-    mode = settings.classify_mode or cast(Literal["knn", "centroid"], index.config.mode)
+    mode = settings.classify_mode or cast(Mode, index.config.mode)
 
     def search() -> Classification:
         return classify(index.center(vectors.well[None, :], plates), index, k=top_k, mode=mode)

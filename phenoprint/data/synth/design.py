@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import zlib
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from phenoprint.configs import config_from_json, config_to_json
 from phenoprint.data.layout import CELL_TYPES, SITES, cell_type_of
 from phenoprint.data.plate import USED_WELLS
 from phenoprint.errors import MetadataError
@@ -119,15 +120,12 @@ class SynthConfig:
 
     def to_json(self) -> dict[str, Any]:
         """The resolved config as JSON-serializable data (read back with :meth:`from_json`)."""
-        data = asdict(self)
-        data["plans"] = [asdict(p) for p in self.plans]
-        return data
+        return config_to_json(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SynthConfig:
         """Rebuild a config written by :meth:`to_json`."""
-        plans = tuple(CellTypePlan(**p) for p in data["plans"])
-        return cls(**{**data, "plans": plans})
+        return config_from_json(cls, data)
 
 
 #: The presets. ``full`` has the release's counts; ``tiny`` (tests, seconds) and ``demo`` (the CPU demo: enough

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import get_args
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from phenoprint.embedder.heads import ArcFace, CosFace, CosineHead, CosineSoftmax, build_head
+from phenoprint.embedder.config import HEADS, HeadName
+from phenoprint.embedder.heads import HEAD_BUILDERS, ArcFace, CosFace, CosineHead, CosineSoftmax, build_head
 
 
 def _reference_logits(emb, weight, labels, scale, target_fn):
@@ -126,3 +128,16 @@ def test_the_label_check_reads_nothing_back_from_an_accelerator(monkeypatch) -> 
     assert "labels must lie in [0, num_classes)" in queued[0][1]
     with pytest.raises(ValueError, match=r"got range \[0, 5\]"):
         _check_labels(torch.tensor([0, 5]), 5)  # the CPU path still names the range
+
+
+def test_one_registry_of_heads() -> None:
+    """The ``HeadName`` type, the builder and the command line's choices name the same heads, in one order."""
+    from phenoprint.cli import build_parser
+
+    assert get_args(HeadName) == HEADS
+    assert tuple(HEAD_BUILDERS) == HEADS
+    train = build_parser().parse_args(["train", "--data", "d", "--out", "o", "--head", "cosface"])
+    assert train.head == "cosface"
+    (action,) = [a for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions if a.dest == "head"]
+    assert tuple(action.choices) == HEADS
+    assert all(name in action.help for name in HEADS)

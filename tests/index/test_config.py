@@ -1,0 +1,34 @@
+"""IndexConfig: validation and its JSON round trip."""
+
+from __future__ import annotations
+
+import pytest
+
+from phenoprint.index.config import IndexConfig
+
+
+def test_index_config_validates_and_round_trips() -> None:
+    config = IndexConfig(center="center_scale", kind="hnsw", pca_dim=8)
+    assert IndexConfig.from_json(config.to_json()) == config
+    with pytest.raises(ValueError, match="center must be one of none, center, center_scale, tvn, auto; got 'pca'"):
+        IndexConfig(center="pca")
+    with pytest.raises(ValueError, match="open_set_quantile must be in"):
+        IndexConfig(open_set_quantile=1.5)
+    with pytest.raises(ValueError, match="n_neighbors must be >= 1"):
+        IndexConfig(n_neighbors=0)
+    with pytest.raises(ValueError, match="unknown IndexConfig field"):
+        IndexConfig.from_json({"centre": "tvn"})
+
+
+def test_one_registry_per_family() -> None:
+    """Each family's ``Literal`` type names what its registry holds, in its order (the CLI's choices come from
+    the registries: ``tests/index/test_commands.py``); every centering method says how many wells it needs."""
+    from typing import get_args
+
+    from phenoprint.index.centering import CENTER_METHOD_HELP, CENTER_METHODS, MIN_REFERENCE, CenterMethod
+    from phenoprint.index.config import INDEX_KIND_HELP, INDEX_KINDS, MODE_HELP, MODES, IndexKind, Mode
+
+    assert get_args(CenterMethod) == CENTER_METHODS == tuple(CENTER_METHOD_HELP)
+    assert tuple(MIN_REFERENCE) == CENTER_METHODS
+    assert get_args(IndexKind) == INDEX_KINDS == tuple(INDEX_KIND_HELP)
+    assert get_args(Mode) == MODES == tuple(MODE_HELP)
