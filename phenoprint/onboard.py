@@ -12,7 +12,7 @@ import pandas as pd
 from torch import nn
 
 from phenoprint.data.source import SiteSource
-from phenoprint.data.table import EmbeddingTable, read_embeddings, write_embeddings
+from phenoprint.data.table import EmbeddingTable, concat_tables, read_embeddings, write_embeddings
 from phenoprint.embedder.data import experiment_channel_stats
 from phenoprint.embedder.export import embed_table, select_wells
 from phenoprint.embedder.inference import LoadedModel, adapt_to_wells, batchnorm_state
@@ -157,7 +157,7 @@ def onboard_experiment(
     keep = ref.subset(ref.meta["Metadata_experiment"].to_numpy() != experiment)
     if ref.dim != new.dim:
         raise EmbeddingTableError(f"reference embeddings have {ref.dim} dimensions, the model gives {new.dim}")
-    combined = _concat(keep, new)
+    combined = concat_tables([keep, new], names=["the reference embeddings", "the new batch's embeddings"])
     index = build_experiment_index(
         combined,
         experiment,
@@ -252,15 +252,6 @@ def experiment_stats(
         return None
     wells = select_wells(metadata, (experiment,))
     return experiment_channel_stats(source, wells, seed=model.config.seed)[experiment]
-
-
-def _concat(a: EmbeddingTable, b: EmbeddingTable) -> EmbeddingTable:
-    if a.feature_names != b.feature_names:
-        raise EmbeddingTableError("reference and new embeddings have different feature columns")
-    cols = [c for c in a.meta.columns if c in b.meta.columns]
-    cols += [c for c in ("Metadata_sirna",) if c not in cols and (c in a.meta.columns or c in b.meta.columns)]
-    meta = pd.concat([a.meta.reindex(columns=cols), b.meta.reindex(columns=cols)], ignore_index=True)
-    return EmbeddingTable(meta, np.concatenate([a.features, b.features]), a.feature_names, b.fingerprint)
 
 
 def onboard_summary(result: OnboardResult) -> str:

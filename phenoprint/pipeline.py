@@ -381,16 +381,14 @@ def onboard(
 def labelled_table(root: Path, tables: list[Path]) -> EmbeddingTable:
     """Concatenate embedding tables and restore every well's true label from the full metadata (for scoring)."""
     from phenoprint.data.layout import read_metadata, wells_of
-    from phenoprint.data.table import EmbeddingTable, read_embeddings
+    from phenoprint.data.table import EmbeddingTable, concat_tables, read_embeddings
 
-    parts = [read_embeddings(p) for p in tables]
-    meta = pd.concat([p.meta for p in parts], ignore_index=True)
+    table = concat_tables([read_embeddings(p) for p in tables], names=[str(p) for p in tables])
     truth = wells_of(read_metadata(root)).set_index(["experiment", "plate", "well"])["sirna_id"]
+    meta = table.meta.copy()
     keys = pd.MultiIndex.from_frame(meta[["Metadata_experiment", "Metadata_plate", "Metadata_well"]])
     meta["Metadata_sirna_id"] = truth.reindex(keys).to_numpy()
-    return EmbeddingTable(
-        meta, np.concatenate([p.features for p in parts]), parts[0].feature_names, parts[0].fingerprint
-    )
+    return EmbeddingTable(meta, table.features, table.feature_names, table.fingerprint)
 
 
 #: What the rows of the demo's table embed: ``adapted`` as onboarding does (per-experiment batch-norm statistics and
@@ -608,7 +606,7 @@ def run_demo(config: DemoConfig, say: Say = log.info) -> DemoResult:
     return result
 
 
-def print_batch_answer(
+def batch_answer(
     config: DemoConfig,
     table: EmbeddingTable,
     oracle_table: pd.DataFrame,
@@ -618,8 +616,7 @@ def print_batch_answer(
 ) -> None:
     """`phenoprint predict` on each held-out batch (its treatment labels withheld), scored against the truth, beside
     the evaluation's best fixed centering and the oracle twin; writes predictions and a Kaggle-style submission."""
-    from phenoprint.data.table import read_embeddings
-    from phenoprint.prediction.batch import concat_tables
+    from phenoprint.data.table import concat_tables, read_embeddings
     from phenoprint.prediction.demo import predict_heldout
 
     indexes = {e: config.workdir / "indexes" / e for e in holdout}
@@ -692,7 +689,7 @@ def _evaluate_demo(
         frame.to_csv(tmp, index=False)
     say(format_table(frame, len(holdout)))
     say(explain_table(frame, config))
-    print_batch_answer(config, table, oracle_table=frame, queries=queries, holdout=holdout, say=say)
+    batch_answer(config, table, oracle_table=frame, queries=queries, holdout=holdout, say=say)
     panels, wells = projection_panels(config, root, pack, [reference, *queries.values()], plain)
     for path in projection_plots(panels, wells, config.workdir / "plots"):
         explain(path, FIGURE_NOTES[path.name], say)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import io
 import json
 import logging
@@ -641,12 +640,9 @@ def rehash(folder: Path) -> None:
     """Make the manifest describe the files as they are: a consistent folder a buggy writer could have produced."""
     path = folder / "manifest.json"
     manifest = json.loads(path.read_text())
-    for name, entry in manifest["files"].items():
-        data = (folder / name).read_bytes()
-        if isinstance(entry, dict):
-            entry.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-        else:
-            manifest["files"][name] = len(data)
+    from phenoprint.index.storage import file_record
+
+    manifest["files"] = {name: file_record(folder / name) for name in manifest["files"]}
     path.write_text(json.dumps(manifest))
 
 

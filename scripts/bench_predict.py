@@ -90,9 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--holdout", default=None, help="comma-separated held-out experiments (default: all in turn)")
     args = p.parse_args(argv)
     setup_logging(0, quiet=True)
-    from phenoprint.data.table import read_embeddings
+    from phenoprint.data.table import concat_tables, read_embeddings
     from phenoprint.index.simulate import VectorDesign, simulate_table
-    from phenoprint.prediction.batch import concat_tables
 
     holdout = tuple(args.holdout.split(",")) if args.holdout else None
     from datetime import datetime, timezone

@@ -281,3 +281,34 @@ def read_embeddings(path: str | Path, columns: Sequence[str] | None = None) -> E
         return EmbeddingTable.from_frame(frame, fingerprint=infos[0].get("fingerprint"), info=info)
     except EmbeddingTableError as exc:
         raise EmbeddingTableError(f"{path}: {exc}") from exc
+
+
+def concat_tables(parts: Sequence[EmbeddingTable], names: Sequence[str] | None = None) -> EmbeddingTable:
+    """One table of several made by one model: the metadata columns they all have (and the siRNA name where any
+    has it), the vectors stacked in order.
+
+    Raises:
+        EmbeddingTableError: no tables, or tables with other feature columns or from another model (named by
+            ``names``, e.g. their files, else by position).
+    """
+    if not parts:
+        raise EmbeddingTableError("no embedding tables to put together")
+    label = list(names) if names is not None else [f"table {i + 1}" for i in range(len(parts))]
+    first = parts[0]
+    for name, t in zip(label[1:], parts[1:], strict=True):
+        if t.feature_names != first.feature_names:
+            raise EmbeddingTableError(
+                f"{name} has {t.dim} feature columns ({t.feature_names[0]}…) where {label[0]} has {first.dim} "
+                f"({first.feature_names[0]}…): put together only tables of one model and one feature set"
+            )
+        if t.fingerprint and first.fingerprint and t.fingerprint != first.fingerprint:
+            raise EmbeddingTableError(
+                f"{name} comes from model {t.fingerprint[:16]}…, {label[0]} from {first.fingerprint[:16]}…: "
+                "embed every batch with the same model"
+            )
+    cols = [c for c in first.meta.columns if all(c in t.meta.columns for t in parts)]
+    if "Metadata_sirna" not in cols and any("Metadata_sirna" in t.meta.columns for t in parts):
+        cols.append("Metadata_sirna")
+    meta = pd.concat([t.meta.reindex(columns=cols) for t in parts], ignore_index=True)
+    fingerprint = next((t.fingerprint for t in parts if t.fingerprint), None)
+    return EmbeddingTable(meta, np.concatenate([t.features for t in parts]), first.feature_names, fingerprint)

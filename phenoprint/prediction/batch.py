@@ -193,13 +193,6 @@ def table_from_parquet_bytes(data: bytes) -> EmbeddingTable:
     return EmbeddingTable.from_frame(frame, fingerprint=fingerprint if isinstance(fingerprint, str) else None)
 
 
-def concat_tables(parts: list[EmbeddingTable]) -> EmbeddingTable:
-    """One embedding table of several batches' tables (same model and features)."""
-    first = parts[0]
-    meta = pd.concat([t.meta for t in parts], ignore_index=True)
-    return EmbeddingTable(meta, np.concatenate([t.features for t in parts]), first.feature_names, first.fingerprint)
-
-
 def kaggle_predictions(
     indexes: list[ExperimentIndex], table: EmbeddingTable, test: pd.DataFrame, k: int, mode: str | None
 ) -> pd.DataFrame:

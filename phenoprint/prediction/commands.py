@@ -46,10 +46,9 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from phenoprint.data.table import read_embeddings
+    from phenoprint.data.table import concat_tables, read_embeddings
     from phenoprint.index.experiment import ExperimentIndex
     from phenoprint.prediction.batch import (
-        concat_tables,
         embed_batch,
         index_dirs,
         kaggle_predictions,
@@ -63,7 +62,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     if args.embeddings is not None:
         if args.model is not None:
             return _usage("give either --embeddings or --data with --model, not both")
-        table = concat_tables([read_embeddings(p) for p in args.embeddings])
+        table = concat_tables([read_embeddings(p) for p in args.embeddings], names=[str(p) for p in args.embeddings])
     elif args.data is not None and args.model is not None:
         table = concat_tables([embed_batch(args.model, args.data, args.pack, ix, args.workers) for ix in indexes])
     else:

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from phenoprint.data.table import EmbeddingTable, feature_names, read_embeddings, write_embeddings
+from phenoprint.data.table import EmbeddingTable, concat_tables, feature_names, read_embeddings, write_embeddings
 from phenoprint.errors import EmbeddingTableError, UnknownExperimentError
 
 
@@ -184,3 +184,21 @@ def test_parquet_metadata_is_not_required(tmp_path: Path) -> None:
     table = read_embeddings(tmp_path / "plain.parquet")
     assert table.fingerprint is None
     assert table.info == {}
+
+
+def test_tables_of_one_model_are_put_together_and_others_refused_by_name() -> None:
+    a, b = EmbeddingTable.from_frame(_frame(4, 3, seed=1), "m"), EmbeddingTable.from_frame(_frame(6, 3, seed=2), "m")
+    b.meta["Metadata_sirna"] = "s0001"  # a column only one of them has is dropped, except the siRNA name
+    both = concat_tables([a, b])
+    assert len(both) == 10
+    np.testing.assert_array_equal(both.features, np.concatenate([a.features, b.features]))
+    assert both.fingerprint == "m"
+    assert list(both.meta.Metadata_well) == [*a.meta.Metadata_well, *b.meta.Metadata_well]
+    assert both.meta.Metadata_sirna.isna().sum() == 4
+    wider = EmbeddingTable.from_frame(_frame(4, 5), "m")
+    with pytest.raises(EmbeddingTableError, match=r"b\.parquet has 5 feature columns .* a\.parquet has 3"):
+        concat_tables([a, wider], names=["a.parquet", "b.parquet"])
+    with pytest.raises(EmbeddingTableError, match="table 2 comes from model other"):
+        concat_tables([a, EmbeddingTable.from_frame(_frame(4, 3), "other")])
+    with pytest.raises(EmbeddingTableError, match="no embedding tables"):
+        concat_tables([])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -76,3 +78,24 @@ def fake_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("fake_root")
     write_root(FakeSource(), root)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished run of a tiny resnet10t on :class:`FakeSource` (2 epochs at 24 px): trained once for every test
+    that needs a model to load, embed or export with. Tests that change it copy it first."""
+    from phenoprint.embedder.config import ModelConfig, TrainConfig
+    from phenoprint.embedder.train import train
+
+    out = tmp_path_factory.mktemp("tiny-run") / "run"
+    config = TrainConfig(
+        model=ModelConfig(backbone="resnet10t", embedding_dim=16, num_classes=8),
+        image_size=24,
+        epochs=2,
+        batch_size=8,
+        workers=0,
+        device="cpu",
+        checkpoint_every=100,
+    )
+    train(config, FakeSource(), out, progress=False)
+    return out

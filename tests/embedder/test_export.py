@@ -10,30 +10,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from phenoprint.data.table import read_embeddings
-from phenoprint.embedder.config import ModelConfig, TrainConfig
 from phenoprint.embedder.data import well_table
 from phenoprint.embedder.export import export_embeddings, select_wells
 from phenoprint.embedder.inference import WellImages, load_model
-from phenoprint.embedder.train import train
 from phenoprint.errors import UnknownExperimentError
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    from tests.embedder.conftest import FakeSource
-
-    out = tmp_path_factory.mktemp("export") / "run"
-    config = TrainConfig(
-        model=ModelConfig(backbone="resnet10t", embedding_dim=16, num_classes=8),
-        image_size=24,
-        epochs=2,
-        batch_size=8,
-        workers=0,
-        device="cpu",
-        checkpoint_every=100,
-    )
-    train(config, FakeSource(), out, progress=False)
-    return out
+def run_dir(tiny_run: Path) -> Path:
+    return tiny_run
 
 
 def test_export_writes_the_embedding_table_with_the_fingerprint(run_dir: Path, fake_source, tmp_path: Path) -> None:

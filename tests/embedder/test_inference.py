@@ -11,29 +11,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from phenoprint.embedder.checkpoint import fingerprint
-from phenoprint.embedder.config import ModelConfig, TrainConfig
+from phenoprint.embedder.config import ModelConfig
 from phenoprint.embedder.inference import load_model
 from phenoprint.embedder.model import Embedder
-from phenoprint.embedder.train import train
 from phenoprint.errors import CheckpointError
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    from tests.embedder.conftest import FakeSource
-
-    out = tmp_path_factory.mktemp("inference") / "run"
-    config = TrainConfig(
-        model=ModelConfig(backbone="resnet10t", embedding_dim=16, num_classes=8),
-        image_size=24,
-        epochs=1,
-        batch_size=8,
-        workers=0,
-        device="cpu",
-        checkpoint_every=100,
-    )
-    train(config, FakeSource(), out, progress=False)
-    return out
+def run_dir(tiny_run: Path) -> Path:
+    return tiny_run
 
 
 @pytest.fixture

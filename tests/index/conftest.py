@@ -61,17 +61,13 @@ def rehash_manifest(folder: Path) -> None:
     """Make an index folder's manifest describe its files as they are now (sizes, and content hashes where the
     manifest records them): a folder that a buggy writer produced consistently, so only the loader's own checks of
     the contents can refuse it."""
-    import hashlib
     import json
+
+    from phenoprint.index.storage import file_record
 
     path = folder / "manifest.json"
     manifest = json.loads(path.read_text())
-    for name, entry in manifest["files"].items():
-        data = (folder / name).read_bytes()
-        if isinstance(entry, dict):
-            entry.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-        else:
-            manifest["files"][name] = len(data)
+    manifest["files"] = {name: file_record(folder / name) for name in manifest["files"]}
     path.write_text(json.dumps(manifest))
 
 
