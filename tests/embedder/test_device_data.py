@@ -125,7 +125,9 @@ def test_embedding_on_the_device_path_gives_the_loader_paths_vectors(fake_source
 @pytest.mark.slow
 def test_training_on_the_device_path_follows_the_loader_paths_losses(fake_source, tmp_path: Path) -> None:
     """Same seeds, same draws: the two paths feed the same batches (up to float rounding of the inputs), so the
-    first steps' losses agree closely (later ones drift apart as Adam amplifies the rounding)."""
+    first step's loss agrees closely and the second's within 1% (Adam's first update is about lr x sign(gradient),
+    so gradients near zero whose sign the rounding flips move their weights by 2 lr: under load the CPU kernels'
+    rounding varies, and a full `make test` once saw 0.1% at the second step)."""
     base = TrainConfig(
         model=ModelConfig(backbone="resnet10t", embedding_dim=16, num_classes=8, head="cosface", margin=0.1, scale=8),
         image_size=24,
@@ -148,7 +150,8 @@ def test_training_on_the_device_path_follows_the_loader_paths_losses(fake_source
             on_step=lambda _step, loss, seen=seen: seen.append(loss),
         )
     assert len(losses["loader"]) == len(losses["device"]) == 3
-    np.testing.assert_allclose(losses["device"][:2], losses["loader"][:2], rtol=1e-4)
+    np.testing.assert_allclose(losses["device"][0], losses["loader"][0], rtol=1e-4)
+    np.testing.assert_allclose(losses["device"][1], losses["loader"][1], rtol=1e-2)
 
 
 def test_the_prefetcher_hands_out_every_batch_prepared_and_in_order(fake_source) -> None:
