@@ -94,18 +94,61 @@ class PngSource:
         return f"PngSource({str(self.layout.root)!r}, layout={self.layout.name!r})"
 
 
+class ChannelSubset:
+    """Another source's sites with only some of its channels, chosen by name and put in the order given (a model
+    of five stains reading data that also has brightfield; the user asks for it with ``--channels``)."""
+
+    def __init__(self, source: SiteSource, names: tuple[str, ...]) -> None:
+        have = source.channel_names
+        unknown = [n for n in names if n not in have]
+        if unknown or not names or len(set(names)) != len(names):
+            raise ValueError(
+                f"channels {', '.join(names) or '(none)'}: expected distinct names among {', '.join(have)}"
+                + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+            )
+        self.source = source
+        self.names = tuple(names)
+        self._index = [have.index(n) for n in names]
+
+    @property
+    def metadata(self) -> pd.DataFrame:
+        return self.source.metadata
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        return self.names
+
+    def load(self, experiment: str, plate: int, well: str, site: int) -> np.ndarray:
+        return np.ascontiguousarray(self.source.load(experiment, plate, well, site)[self._index])
+
+    def with_images(self, metadata: pd.DataFrame, skipped: str) -> pd.DataFrame:
+        return self.source.with_images(metadata, skipped)
+
+    def __repr__(self) -> str:
+        return f"ChannelSubset({self.source!r}, {list(self.names)})"
+
+
 def open_source(
-    root: str | Path | None = None, pack: str | Path | None = None, layout: str | None = None
+    root: str | Path | None = None,
+    pack: str | Path | None = None,
+    layout: str | None = None,
+    channels: tuple[str, ...] | None = None,
 ) -> SiteSource:
-    """The source a command should read from: the pack when one is given, else the data root's image files.
+    """The source a command should read from: the pack when one is given, else the data root's image files;
+    restricted to ``channels`` (by name, in that order) when given.
 
     Raises:
-        ValueError: neither a root nor a pack is given.
+        ValueError: neither a root nor a pack is given, or a channel the data does not have.
     """
+    source: SiteSource
     if pack is not None:
         from phenoprint.data.pack import PackSource
 
-        return PackSource(pack)
-    if root is None:
+        source = PackSource(pack)
+    elif root is None:
         raise ValueError("give a data root (image files) or a pack (phenoprint pack output) to read sites from")
-    return PngSource(root, layout=layout)
+    else:
+        source = PngSource(root, layout=None if layout == "auto" else layout)
+    if channels is not None and tuple(channels) != source.channel_names:
+        return ChannelSubset(source, tuple(channels))
+    return source
