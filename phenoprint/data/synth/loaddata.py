@@ -93,7 +93,8 @@ def plate_map(config: LoadDataSynthConfig) -> pd.DataFrame:
     """The plate map every plate shares: well, label, control type (negcon/poscon/trt) and class id.
 
     Negative controls (DMSO) and positive controls take wells spread over the plate (drawn once from the seed);
-    every other well (or the first ``n_treatments`` of them) holds its own treatment. Ids: treatments 0 … T-1, positive controls T … T+P-1, DMSO T+P.
+    every other well (or the first ``n_treatments`` of them) holds its own treatment. Ids: treatments 0 … T-1,
+    positive controls T … T+P-1, DMSO T+P.
     """
     geometry = PLATE_FORMATS[config.plate_size]
     wells = np.array(geometry.wells())
