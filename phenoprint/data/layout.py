@@ -413,13 +413,15 @@ def site_status(
     images of only one.
 
     Args:
-        channels: RxRx1 channel numbers to check (default: every channel of the layout).
+        channels: RxRx1 only: the channel numbers to check (default: every channel of the layout).
     """
     layout = root if isinstance(root, Layout) else detect_layout(root)
-    chosen = None if channels is None else [int(c) - 1 for c in channels]
-    present = []
-    for r in metadata[["experiment", "plate", "well", "site"]].itertuples(index=False):
-        files = layout.site_files(r.experiment, r.plate, r.well, r.site)
-        picked = files if chosen is None else [files[i] for i in chosen]
-        present.append(all(f.path.is_file() for f in picked))
+    keys = metadata[["experiment", "plate", "well", "site"]].itertuples(index=False)
+    if isinstance(layout, RxRx1Layout):  # one path at a time: a partial download stops at its first missing file
+        chosen = CHANNELS if channels is None else tuple(channels)
+        present = [
+            all(layout.site_path(r.experiment, r.plate, r.well, r.site, ch).is_file() for ch in chosen) for r in keys
+        ]
+    else:
+        present = [all(f.path.is_file() for f in layout.site_files(*r)) for r in keys]
     return pd.Series(present, index=metadata.index, name="has_images", dtype=bool)

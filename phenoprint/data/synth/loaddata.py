@@ -240,7 +240,7 @@ def _rxrx1_like_well(well: str, geometry: PlateGeometry) -> str:
 def _write_tiff(tifffile: Any, array: np.ndarray, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tifffile.imwrite(tmp, array)
+        tifffile.imwrite(tmp, array, photometric="minisblack")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
