@@ -1,4 +1,8 @@
-"""Layouts of a data root (RxRx1 v1.0, RxRx1 Kaggle, CellProfiler LoadData CSV) read into one canonical site table."""
+"""Layouts of a data root (RxRx1 v1.0, RxRx1 Kaggle, CellProfiler LoadData CSV) read into one canonical site table.
+
+Kept as one module although long: the Layout protocol, detection, the RxRx1 readers and the canonical table they all
+produce are read together; the LoadData reader lives in :mod:`phenoprint.data.loaddata`.
+"""
 
 from __future__ import annotations
 

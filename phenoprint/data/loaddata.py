@@ -3,6 +3,9 @@
 This is how the JUMP consortium, the Cell Painting Gallery and most Broad-style screens list their images. A data
 root is a folder holding the CSV(s) and optionally ``layout.toml``, whose ``[loaddata]`` table maps the columns
 phenoprint needs (experiment, label, controls …) when the defaults of :class:`LoadDataSpec` do not fit.
+
+Kept as one module although long: the spec, the column mapping and the errors that name a CSV's file, line and
+column share one parse and its row bookkeeping.
 """
 
 from __future__ import annotations
