@@ -188,3 +188,30 @@ def test_on_cuda_the_prefetched_batches_equal_the_cpu_ones(fake_source) -> None:
         assert got["image"].is_cuda
         assert got["image"].is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(got["image"].cpu(), TrainPrepare(24)(batch, CPU)["image"], atol=1e-4, rtol=1e-4)
+
+
+class _SixteenBit:
+    """The fake source's sites scaled to 16 bits (x 257 plus a low-bit pattern), as a LoadData source delivers them."""
+
+    def __init__(self, source) -> None:  # type: ignore[no-untyped-def]
+        self.source = source
+
+    metadata = property(lambda self: self.source.metadata)
+    channel_names = property(lambda self: self.source.channel_names)
+
+    def with_images(self, metadata, skipped):  # type: ignore[no-untyped-def]
+        return metadata
+
+    def load(self, experiment: str, plate: int, well: str, site: int) -> np.ndarray:
+        raw = self.source.load(experiment, plate, well, site).astype(np.uint16)
+        return raw * 257 + (np.arange(raw.size, dtype=np.uint16).reshape(raw.shape) % 7)
+
+
+def test_16_bit_sites_finished_on_the_device_equal_the_loader_path(fake_source) -> None:
+    source = _SixteenBit(fake_source)
+    loader_ds, raw_ds = _datasets(source, False)
+    want = collate_sites([loader_ds[i] for i in range(3)])
+    raw = collate_raw_sites([raw_ds[i] for i in range(3)])
+    assert raw["image"].dtype == torch.int32  # uint16 values, exactly, in a type every kernel has
+    got = InferencePrepare(24)(raw, CPU)
+    torch.testing.assert_close(got["image"], want["image"], atol=1e-4, rtol=1e-4)
