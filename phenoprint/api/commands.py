@@ -38,6 +38,21 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
         "alone (env PHENOPRINT_INDEXES)",
     )
     p.add_argument(
+        "--predictions",
+        type=Path,
+        default=unset,
+        help="`phenoprint predict --out` file, or a folder of them, shown by the UI and GET "
+        "/experiments/{experiment}/predictions (default: *.parquet files and <EXPERIMENT>/predictions.parquet "
+        "in --indexes); rescanned with the indexes (env PHENOPRINT_PREDICTIONS)",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=unset,
+        help="data root (RxRx1 layout) of the served experiments' images, read-only, for the UI's well "
+        "composites; clients name wells, never paths (env PHENOPRINT_DATA)",
+    )
+    p.add_argument(
         "--host",
         default=unset,
         help="interface to bind; 0.0.0.0 exposes the service to the network (env PHENOPRINT_HOST; default 127.0.0.1)",
@@ -152,6 +167,22 @@ def _run_serve(args: argparse.Namespace) -> int:
     if folder.problem is not None:
         print(f"phenoprint serve: error: {folder.problem}", file=sys.stderr)
         return 2
+    if settings.data is not None:
+        from phenoprint.data.layout import detect_layout
+        from phenoprint.errors import LayoutError
+
+        try:
+            detect_layout(settings.data)
+        except LayoutError as exc:
+            print(f"phenoprint serve: error: --data: {exc}", file=sys.stderr)
+            return 2
+    if settings.predictions is not None and not settings.predictions.exists():
+        print(
+            f"phenoprint serve: error: --predictions {settings.predictions}: no such file or folder (give what "
+            "`phenoprint predict --out` wrote, or the folder holding it)",
+            file=sys.stderr,
+        )
+        return 2
     busy = port_problem(settings.host, settings.port)
     if busy is not None:
         print(f"phenoprint serve: error: {busy}", file=sys.stderr)
@@ -174,6 +205,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     from phenoprint.api.app import create_app
 
+    log.info("plate viewer at http://%s:%d/ui/ (API docs at /docs)", _url_host(settings.host), settings.port)
     uvicorn.run(
         create_app(settings, model=model),
         host=settings.host,
@@ -213,6 +245,13 @@ def port_problem(host: str, port: int) -> str | None:
     return None
 
 
+def _url_host(host: str) -> str:
+    """The host part of a URL to the service (an IPv6 address in brackets; 0.0.0.0 is reached at 127.0.0.1)."""
+    if host in ("0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -229,7 +268,8 @@ COMMANDS: list[Command] = [
         _add_serve,
         _run_serve,
         description="Run the HTTP service: POST /classify, /embed, /preview; GET /experiments, /sirnas/{id}, "
-        "/healthz, /readyz, /metrics (OpenAPI at /docs). Every option defaults from its PHENOPRINT_* environment "
+        "/healthz, /readyz, /metrics (OpenAPI at /docs), and a plate viewer of the indexes and their predictions "
+        "at /ui/. Every option defaults from its PHENOPRINT_* environment "
         "variable; PHENOPRINT_API_KEY (environment only, never a command-line argument) makes the data endpoints "
         "require the X-API-Key header. Binds 127.0.0.1 unless told otherwise.",
     ),
