@@ -7,8 +7,12 @@ import ipaddress
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from phenoprint.cli import Command
+
+if TYPE_CHECKING:
+    from phenoprint.api.settings import Settings
 from phenoprint.embedder.config import DEVICES
 from phenoprint.index.config import MODES
 
@@ -158,34 +162,13 @@ def _run_serve(args: argparse.Namespace) -> int:
     from phenoprint.embedder.checkpoint import read_run
     from phenoprint.embedder.distributed import resolve_device
     from phenoprint.embedder.inference import load_model
-    from phenoprint.index.folders import inspect_index_folder
 
     assert settings.model is not None
     assert settings.indexes is not None
     read_run(settings.model)  # a bad run directory is a one-line CheckpointError here, not a startup traceback
-    folder = inspect_index_folder(settings.indexes)
-    if folder.problem is not None:
-        print(f"phenoprint serve: error: {folder.problem}", file=sys.stderr)
-        return 2
-    if settings.data is not None:
-        from phenoprint.data.layout import detect_layout
-        from phenoprint.errors import LayoutError
-
-        try:
-            detect_layout(settings.data)
-        except LayoutError as exc:
-            print(f"phenoprint serve: error: --data: {exc}", file=sys.stderr)
-            return 2
-    if settings.predictions is not None and not settings.predictions.exists():
-        print(
-            f"phenoprint serve: error: --predictions {settings.predictions}: no such file or folder (give what "
-            "`phenoprint predict --out` wrote, or the folder holding it)",
-            file=sys.stderr,
-        )
-        return 2
-    busy = port_problem(settings.host, settings.port)
-    if busy is not None:
-        print(f"phenoprint serve: error: {busy}", file=sys.stderr)
+    problem = folder_problem(settings) or port_problem(settings.host, settings.port)
+    if problem is not None:
+        print(f"phenoprint serve: error: {problem}", file=sys.stderr)
         return 2
     try:
         resolve_device(settings.device)
@@ -216,6 +199,30 @@ def _run_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=10,
     )
     return 0
+
+
+def folder_problem(settings: Settings) -> str | None:
+    """Why the index folder, the data root or the predictions path cannot be served (checked before the model and
+    indexes are loaded), or None."""
+    from phenoprint.data.layout import detect_layout
+    from phenoprint.errors import LayoutError
+    from phenoprint.index.folders import inspect_index_folder
+
+    assert settings.indexes is not None
+    folder = inspect_index_folder(settings.indexes)
+    if folder.problem is not None:
+        return folder.problem
+    if settings.data is not None:
+        try:
+            detect_layout(settings.data)
+        except LayoutError as exc:
+            return f"--data: {exc}"
+    if settings.predictions is not None and not settings.predictions.exists():
+        return (
+            f"--predictions {settings.predictions}: no such file or folder (give what `phenoprint predict --out` "
+            "wrote, or the folder holding it)"
+        )
+    return None
 
 
 def port_problem(host: str, port: int) -> str | None:
