@@ -597,7 +597,7 @@ def run_demo(config: DemoConfig, say: Say = log.info) -> DemoResult:
         say(f"\nstep times (s): {json.dumps(result.seconds)}; {record['wall_seconds']:.0f} s in all")
         if config.serve and servers:
             url = result.answer["url"]
-            say(f"\nserving on {url} (OpenAPI docs at {url}/docs); Ctrl-C to stop")
+            say(f"\nserving on {url}: the plate viewer at {url}/ui/ (OpenAPI docs at {url}/docs); Ctrl-C to stop")
             if wait_for_interrupt(servers[0]):
                 say("\nstopping the server")
     finally:
@@ -708,8 +708,12 @@ def _query_demo(
     """Step 7: serve the indexes (the server joins ``servers``, for the caller to stop) and classify one well."""
     wanted = config.port
     port = wanted if wanted and port_is_free(wanted) else free_port()
-    say(" ".join(["phenoprint", *serve_command(run, config.workdir / "indexes", port)[3:]]))
-    servers.append(start_server(run, config.workdir / "indexes", port, config.workdir / "serve.log"))
+    # the plate viewer shows step 6's predictions of the held-out batches and the wells' images
+    extra: tuple[str, ...] = ("--data", str(root))
+    if (config.workdir / "predictions.parquet").is_file():
+        extra = ("--predictions", str(config.workdir / "predictions.parquet"), *extra)
+    say(" ".join(["phenoprint", *serve_command(run, config.workdir / "indexes", port, extra)[3:]]))
+    servers.append(start_server(run, config.workdir / "indexes", port, config.workdir / "serve.log", extra))
     moved = f" (port {wanted} was taken)" if wanted and port != wanted else ""
     say(f"the API is up at http://127.0.0.1:{port}{moved}; its log: {config.workdir / 'serve.log'}")
     answer = classify_over_http(port, root, holdout[0], seed=config.seed)

@@ -19,9 +19,10 @@ from phenoprint.api.deps import api_key_scheme, require_api_key
 from phenoprint.api.errors import UNAUTHORIZED, install_error_handlers
 from phenoprint.api.limits import BodyLimitMiddleware
 from phenoprint.api.metrics import MetricsMiddleware, ServiceMetrics
-from phenoprint.api.routers import experiments, health, plates, preview, sirnas, wells
+from phenoprint.api.routers import experiments, health, plates, predictions, preview, sirnas, wells
 from phenoprint.api.settings import Settings, get_settings
 from phenoprint.api.state import start_service
+from phenoprint.api.ui import install_ui
 
 if TYPE_CHECKING:  # the model is loaded and run in phenoprint.api.state, the one API module that imports torch
     from phenoprint.embedder.inference import LoadedModel
@@ -35,6 +36,8 @@ Post a well's channel PNGs (6 per site, 1 or 2 sites, named `…_s<site>_w<chann
 `/classify` with its experiment: the well is embedded by the 6-channel model, centred with the experiment's own
 control-well statistics, and ranked against the experiment's index. When `PHENOPRINT_API_KEY` is set, the data
 endpoints need it in the `X-API-Key` header.
+
+A plate viewer of the served experiments and their predictions (`phenoprint predict`) is at [/ui/](/ui/).
 """
 
 
@@ -79,6 +82,8 @@ def create_app(settings: Settings | None = None, *, model: LoadedModel | None = 
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from install_ui, with their assets served from the package
+        redoc_url=None,
         openapi_tags=[
             {"name": "wells", "description": "classify or embed one well from its images"},
             {"name": "experiments", "description": "the per-experiment indexes being served"},
@@ -101,8 +106,10 @@ def create_app(settings: Settings | None = None, *, model: LoadedModel | None = 
     if app_settings(app).api_key is not None:  # declare the key in the OpenAPI schema only when one is needed
         auth.append(Security(api_key_scheme))
     before = len(app.router.routes)
-    for router in (wells.router, experiments.router, plates.router, sirnas.router, preview.router):
+    data_routers = (wells.router, experiments.router, predictions.router, plates.router, sirnas.router, preview.router)
+    for router in data_routers:
         app.include_router(router, dependencies=auth, responses=UNAUTHORIZED)
     guarded += app.router.routes[before:]  # the data routes: the middleware checks the key before their body
     app.include_router(health.router)
+    install_ui(app)
     return app

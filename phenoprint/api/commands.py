@@ -7,8 +7,12 @@ import ipaddress
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from phenoprint.cli import Command
+
+if TYPE_CHECKING:
+    from phenoprint.api.settings import Settings
 from phenoprint.embedder.config import DEVICES
 from phenoprint.index.config import MODES
 
@@ -36,6 +40,21 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
         help="folder with one index directory per experiment, as scripts/build_index.py --out DIR/<EXPERIMENT> "
         "writes them (new and replaced ones are picked up while serving), or one index directory to serve it "
         "alone (env PHENOPRINT_INDEXES)",
+    )
+    p.add_argument(
+        "--predictions",
+        type=Path,
+        default=unset,
+        help="`phenoprint predict --out` file, or a folder of them, shown by the UI and GET "
+        "/experiments/{experiment}/predictions (default: *.parquet files and <EXPERIMENT>/predictions.parquet "
+        "in --indexes); rescanned with the indexes (env PHENOPRINT_PREDICTIONS)",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=unset,
+        help="data root (RxRx1 layout) of the served experiments' images, read-only, for the UI's well "
+        "composites; clients name wells, never paths (env PHENOPRINT_DATA)",
     )
     p.add_argument(
         "--host",
@@ -143,18 +162,13 @@ def _run_serve(args: argparse.Namespace) -> int:
     from phenoprint.embedder.checkpoint import read_run
     from phenoprint.embedder.distributed import resolve_device
     from phenoprint.embedder.inference import load_model
-    from phenoprint.index.folders import inspect_index_folder
 
     assert settings.model is not None
     assert settings.indexes is not None
     read_run(settings.model)  # a bad run directory is a one-line CheckpointError here, not a startup traceback
-    folder = inspect_index_folder(settings.indexes)
-    if folder.problem is not None:
-        print(f"phenoprint serve: error: {folder.problem}", file=sys.stderr)
-        return 2
-    busy = port_problem(settings.host, settings.port)
-    if busy is not None:
-        print(f"phenoprint serve: error: {busy}", file=sys.stderr)
+    problem = folder_problem(settings) or port_problem(settings.host, settings.port)
+    if problem is not None:
+        print(f"phenoprint serve: error: {problem}", file=sys.stderr)
         return 2
     try:
         resolve_device(settings.device)
@@ -174,6 +188,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     from phenoprint.api.app import create_app
 
+    log.info("plate viewer at http://%s:%d/ui/ (API docs at /docs)", _url_host(settings.host), settings.port)
     uvicorn.run(
         create_app(settings, model=model),
         host=settings.host,
@@ -184,6 +199,30 @@ def _run_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=10,
     )
     return 0
+
+
+def folder_problem(settings: Settings) -> str | None:
+    """Why the index folder, the data root or the predictions path cannot be served (checked before the model and
+    indexes are loaded), or None."""
+    from phenoprint.data.layout import detect_layout
+    from phenoprint.errors import LayoutError
+    from phenoprint.index.folders import inspect_index_folder
+
+    assert settings.indexes is not None
+    folder = inspect_index_folder(settings.indexes)
+    if folder.problem is not None:
+        return folder.problem
+    if settings.data is not None:
+        try:
+            detect_layout(settings.data)
+        except LayoutError as exc:
+            return f"--data: {exc}"
+    if settings.predictions is not None and not settings.predictions.exists():
+        return (
+            f"--predictions {settings.predictions}: no such file or folder (give what `phenoprint predict --out` "
+            "wrote, or the folder holding it)"
+        )
+    return None
 
 
 def port_problem(host: str, port: int) -> str | None:
@@ -213,6 +252,13 @@ def port_problem(host: str, port: int) -> str | None:
     return None
 
 
+def _url_host(host: str) -> str:
+    """The host part of a URL to the service (an IPv6 address in brackets; 0.0.0.0 is reached at 127.0.0.1)."""
+    if host in ("0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -229,7 +275,8 @@ COMMANDS: list[Command] = [
         _add_serve,
         _run_serve,
         description="Run the HTTP service: POST /classify, /embed, /preview; GET /experiments, /sirnas/{id}, "
-        "/healthz, /readyz, /metrics (OpenAPI at /docs). Every option defaults from its PHENOPRINT_* environment "
+        "/healthz, /readyz, /metrics (OpenAPI at /docs), and a plate viewer of the indexes and their predictions "
+        "at /ui/. Every option defaults from its PHENOPRINT_* environment "
         "variable; PHENOPRINT_API_KEY (environment only, never a command-line argument) makes the data endpoints "
         "require the X-API-Key header. Binds 127.0.0.1 unless told otherwise.",
     ),

@@ -121,14 +121,79 @@ class ExperimentSummary(BaseModel):
     centering: str = Field(description="none | center | center_scale | tvn")
     per_plate: bool
     index_kind: str
+    mode: str = Field(description="classification mode the index records (knn | centroid)")
+    selected: str | None = Field(
+        description="why --center/--mode auto chose this centering and mode (null: they were given)"
+    )
     fingerprint: str | None
     created: str | None
     loaded_at: str = Field(description="when this service read the index (UTC)")
+    predicted_wells: int | None = Field(
+        description="wells of the experiment in the served predictions (null: none served; see "
+        "GET /experiments/{experiment}/predictions)"
+    )
 
 
 class ExperimentList(BaseModel):
     experiments: list[ExperimentSummary]
     refused: dict[str, str] = Field(description="index folders that could not be served, and why")
+    refused_predictions: dict[str, str] = Field(
+        default_factory=dict, description="predictions files that could not be read, and why"
+    )
+
+
+class PredictionCandidate(BaseModel):
+    sirna_id: int
+    sirna: str | None = Field(description="its name, where the index knows one")
+    score: float = Field(description="its score in the mode the predictions were made in")
+
+
+class PredictedWell(BaseModel):
+    plate: int
+    well: str
+    row: int = Field(description="zero-based row on the plate grid (A = 0)")
+    column: int = Field(description="zero-based column on the plate grid (01 = 0)")
+    well_type: str | None = Field(
+        description="positive_control / negative_control for the experiment's own control wells in the index; null "
+        "for the others (treatments, or wells the index does not list)"
+    )
+    sirna_id: int = Field(description="the jointly assigned siRNA")
+    sirna: str | None
+    score: float
+    confidence: float | None = Field(description="the assignment's margin over the best other candidate")
+    assigned: bool = Field(description="placed by the plate assignment (false: per-well fallback)")
+    unknown: bool = Field(description="open-set flag: the well resembles no indexed siRNA closely enough")
+    similarity: float | None = Field(
+        description="centroid cosine of the well to its assigned siRNA, which the open-set rule thresholds (null: "
+        "predictions written before it was recorded)"
+    )
+    top_k: list[PredictionCandidate] = Field(description="the well's own top-k, best first")
+    true_sirna_id: int | None = Field(description="its label, where the predicted table carried one")
+    correct: bool | None = Field(description="assigned siRNA == label (null: unlabelled)")
+
+
+class PlatePrediction(BaseModel):
+    plate: int
+    group: int | None = Field(description="the plate's chosen treatment group (null: no plate design applied)")
+    group_margin: float | None = Field(description="mean per-well lead of that group over the next best")
+    wells: int
+    unknown: int = Field(description="wells flagged unknown")
+    labelled: int = Field(description="wells with a label")
+    correct: int = Field(description="labelled wells named right")
+
+
+class PredictionsResponse(BaseModel):
+    experiment: str
+    source: str = Field(description="the predictions file's name")
+    loaded_at: str = Field(description="when this service read it (UTC)")
+    rows: int = Field(description="rows of the plate grid")
+    columns: int = Field(description="columns of the plate grid")
+    row_names: list[str]
+    k: int = Field(description="per-well candidates in top_k")
+    labelled: bool = Field(description="whether any well carries a label (right/wrong can be shown)")
+    open_set_threshold: float = Field(description="the index's open-set threshold on similarity")
+    plates: list[PlatePrediction]
+    wells: list[PredictedWell]
 
 
 class ExperimentDetail(ExperimentSummary):

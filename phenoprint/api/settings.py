@@ -27,7 +27,7 @@ CONFIG_ENV = "PHENOPRINT_CONFIG"
 #: Fields a settings file may not hold: the API key stays in the environment, out of files that get copied around.
 _ENV_ONLY = frozenset({"api_key"})
 #: Path fields of a settings file, read relative to the file's folder.
-_PATH_FIELDS = ("model", "indexes")
+_PATH_FIELDS = ("model", "indexes", "predictions", "data")
 
 _config_values: ContextVar[dict[str, Any] | None] = ContextVar("phenoprint_settings_file", default=None)
 
@@ -44,6 +44,15 @@ class Settings(BaseSettings):
 
     model: Path | None = Field(default=None, description="finished run directory (`phenoprint train --out`)")
     indexes: Path | None = Field(default=None, description="folder holding one index directory per experiment")
+    predictions: Path | None = Field(
+        default=None,
+        description="`phenoprint predict --out` file, or a folder of them (default: the --indexes folder, its "
+        "*.parquet files and <EXPERIMENT>/predictions.parquet); rescanned like the indexes",
+    )
+    data: Path | None = Field(
+        default=None,
+        description="data root of the served experiments' images (read-only), for the UI's well composites",
+    )
     device: DeviceName = Field(default="auto", description="where the embedder runs")
     host: str = Field(default="127.0.0.1", description="interface to bind (0.0.0.0 exposes the service to the network)")
     port: int = Field(default=8000, ge=1, le=65535, description="TCP port")

@@ -13,8 +13,10 @@ import torch
 
 from phenoprint.api.batcher import MicroBatcher
 from phenoprint.api.metrics import ServiceMetrics
+from phenoprint.api.predictions import PredictionStore
 from phenoprint.api.registry import IndexRegistry, LoadedIndex, ReloadReport
 from phenoprint.api.settings import Settings
+from phenoprint.data.source import SiteSource
 from phenoprint.embedder.inference import LoadedModel, WellImages, WellVectors, batchnorm_state, load_model
 from phenoprint.errors import CheckpointError, IndexFormatError
 from phenoprint.index.folders import inspect_index_folder
@@ -33,6 +35,8 @@ class Service:
     batcher: MicroBatcher[WellImages, WellVectors]
     metrics: ServiceMetrics
     started_at: float
+    predictions: PredictionStore
+    images: SiteSource | None = None  # the --data root's sites (None: no composites of served wells)
 
     def input_stats(self, loaded: LoadedIndex) -> tuple[np.ndarray, np.ndarray] | None:
         """The experiment's input (mean, std) for a model trained with per-experiment normalization, else None."""
@@ -49,8 +53,9 @@ class Service:
         return WellImages(sites, cell_type, self.input_stats(loaded), bn_state, tta)
 
     def refresh_indexes(self) -> ReloadReport:
-        """Scan the index folder once (blocking: call it in a worker thread) and record the outcome."""
+        """Scan the index folder and the predictions once (blocking: call it in a worker thread), record the outcome."""
         report = self.registry.refresh()
+        self.predictions.refresh()
         self.metrics.indexes_loaded.set(len(self.registry.snapshot()))
         for result, names in (("loaded", report.loaded), ("removed", report.removed), ("refused", report.failed)):
             if names:
@@ -131,7 +136,9 @@ def start_service(settings: Settings, metrics: ServiceMetrics, model: LoadedMode
     batcher: MicroBatcher[WellImages, WellVectors] = MicroBatcher(
         embed, max_batch=settings.max_batch_wells, wait_s=settings.batch_wait_ms / 1000, on_batch=on_batch
     )
-    service = Service(settings, model, registry, batcher, metrics, time.time())
+    service = Service(
+        settings, model, registry, batcher, metrics, time.time(), _prediction_store(settings), _images(settings)
+    )
     service.refresh_indexes()
     log.info(
         "serving model %s… on %s with %d indexes (%s) after %.1f s",
@@ -142,6 +149,25 @@ def start_service(settings: Settings, metrics: ServiceMetrics, model: LoadedMode
         time.perf_counter() - started,
     )
     return service
+
+
+def _prediction_store(settings: Settings) -> PredictionStore:
+    """The predictions to serve: --predictions, else those written next to the indexes."""
+    assert settings.indexes is not None
+    return PredictionStore((settings.predictions or settings.indexes,))
+
+
+def _images(settings: Settings) -> SiteSource | None:
+    """The --data root's sites, opened once (its metadata is read when a composite is first asked for).
+
+    Raises:
+        LayoutError: the root is no RxRx1 data root (what it holds instead).
+    """
+    if settings.data is None:
+        return None
+    from phenoprint.data.source import PngSource
+
+    return PngSource(settings.data)
 
 
 def _blank_well(model: LoadedModel) -> WellImages:

@@ -178,7 +178,8 @@ class BatchPrediction:
 
     Attributes:
         wells: one row per well: :data:`PREDICTION_KEY`, ``top{i}_sirna_id`` / ``top{i}_score`` (i = 1…k),
-            ``unknown`` (the open-set flag of the assigned siRNA), ``plate_group`` and ``plate_group_margin``,
+            ``unknown`` (the open-set flag of the assigned siRNA) and ``similarity`` (the centroid cosine it
+            thresholds), ``plate_group`` and ``plate_group_margin``,
             ``assigned_sirna_id``, ``assigned_score``, ``confidence`` (the assignment's margin), ``assigned`` (placed
             by the assignment), and where the table labels wells, ``true_sirna_id``.
         plates: one row per plate: ``plate``, ``group``, ``margin``, ``wells``, and with labels ``top1`` and
@@ -254,12 +255,14 @@ def predict_experiment(
     # the open-set rule thresholds a centroid cosine (whatever the mode): that of the siRNA the well is named
     cos = x @ index.centroids.T
     named = np.searchsorted(index.sirna_ids, dec.sirna_ids)
-    unknown = flag_unknown(cos[np.arange(len(x)), named], index.open_set.threshold)
+    similarity = cos[np.arange(len(x)), named]
+    unknown = flag_unknown(similarity, index.open_set.threshold)
     out = meta[list(PREDICTION_KEY)].copy()
     for i in range(k):
         out[f"top{i + 1}_sirna_id"] = cls.sirna_ids[:, i]
         out[f"top{i + 1}_score"] = cls.scores[:, i]
     out["unknown"] = unknown
+    out["similarity"] = similarity.astype(np.float32)
     out["plate_group"] = pd.array([dec.plates[int(p)].group for p in plates], dtype="Int64")
     out["plate_group_margin"] = np.array([dec.plates[int(p)].margin for p in plates], dtype=np.float32)
     out["assigned_sirna_id"] = dec.sirna_ids

@@ -272,3 +272,15 @@ def test_a_real_server_classifies_over_http_and_stops_cleanly(server, artifacts:
     assert all(stamped.match(line) for line in logged), logged
     assert any(" uvicorn.access: " in line for line in lines)
     assert any(" phenoprint.api.state: " in line for line in lines)
+
+
+def test_serve_refuses_a_missing_predictions_path_or_a_data_root_without_metadata(
+    artifacts: Artifacts, clean_env, capsys, tmp_path: Path
+) -> None:
+    argv = ["serve", "--model", str(artifacts.run), "--indexes", str(artifacts.indexes)]
+    assert main([*argv, "--predictions", str(tmp_path / "nope.parquet")]) == 2
+    assert "--predictions" in capsys.readouterr().err
+    assert main([*argv, "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--data" in err
+    assert "no RxRx1 metadata" in err

@@ -10,13 +10,15 @@ from phenoprint.api.deps import ServiceDep
 from phenoprint.api.errors import NOT_READY, UNKNOWN_EXPERIMENT
 from phenoprint.api.registry import LoadedIndex
 from phenoprint.api.schemas import ExperimentDetail, ExperimentList, ExperimentSummary
+from phenoprint.api.state import Service
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
 
 
-def _summary(loaded: LoadedIndex) -> dict:
+def _summary(loaded: LoadedIndex, service: Service) -> dict:
     index = loaded.index
     manifest = index.manifest
+    preds = service.predictions.get(loaded.experiment)
     counts = manifest.get("counts", {})
     return {
         "experiment": loaded.experiment,
@@ -28,9 +30,12 @@ def _summary(loaded: LoadedIndex) -> dict:
         "centering": index.config.center,
         "per_plate": index.config.per_plate,
         "index_kind": index.config.kind,
+        "mode": index.config.mode,
+        "selected": (manifest.get("selection") or {}).get("reason"),
         "fingerprint": index.fingerprint,
         "created": manifest.get("created"),
         "loaded_at": datetime.fromtimestamp(loaded.loaded_at, timezone.utc).isoformat(timespec="seconds"),
+        "predicted_wells": None if preds is None else len(preds.wells),
     }
 
 
@@ -38,8 +43,9 @@ def _summary(loaded: LoadedIndex) -> dict:
 async def list_experiments(service: ServiceDep) -> ExperimentList:
     indexes = service.registry.snapshot()
     return ExperimentList(
-        experiments=[ExperimentSummary(**_summary(loaded)) for loaded in indexes.values()],
+        experiments=[ExperimentSummary(**_summary(loaded, service)) for loaded in indexes.values()],
         refused=service.registry.refused,
+        refused_predictions=service.predictions.refused,
     )
 
 
@@ -51,4 +57,4 @@ async def list_experiments(service: ServiceDep) -> ExperimentList:
 )
 async def get_experiment(experiment: str, service: ServiceDep) -> ExperimentDetail:
     loaded = service.registry.get(experiment)
-    return ExperimentDetail(**_summary(loaded), manifest=loaded.index.manifest)
+    return ExperimentDetail(**_summary(loaded, service), manifest=loaded.index.manifest)
