@@ -10,7 +10,7 @@ import pytest
 
 from phenoprint.cli import main
 from phenoprint.data.table import EmbeddingTable, write_embeddings
-from phenoprint.index.choose import choose_config
+from phenoprint.index.choose import CANDIDATES, choose_config
 from phenoprint.index.config import IndexConfig
 from phenoprint.index.experiment import ExperimentIndex
 from phenoprint.index.simulate import VectorDesign, simulate_table
@@ -46,7 +46,7 @@ def test_a_centering_clearly_best_on_the_controls_is_picked(plate_effect_table: 
     assert (config.center, config.mode) == (sel.center, sel.mode)
     assert config.center != "none"
     rows = {(r["center"], r["per_plate"], r["mode"]): r for r in sel.table}
-    assert len(rows) == 7 * 2  # every centering (per experiment and per plate) x both modes
+    assert len(rows) == len(CANDIDATES) * 2  # every centering (per experiment and per plate) x both modes
     assert {r["wells"] for r in sel.table} == {4 * 11}  # the target's labelled controls, every plate
     chosen = rows[(sel.center, sel.per_plate, sel.mode)]
     for center in ("none", "center", "center_scale", "tvn"):  # per experiment: the plate offsets stay
@@ -75,7 +75,7 @@ def test_the_table_and_the_reason_land_in_the_manifest_and_index_info(
     selection = index.manifest["selection"]
     assert index.config.per_plate
     assert (index.config.center, index.config.mode) == (selection["center"], selection["mode"])
-    assert len(selection["table"]) == 14
+    assert len(selection["table"]) == len(CANDIDATES) * 2
     assert selection["reason"]
     assert f"auto chose {selection['reason']}" in printed
     assert main(["index", "info", str(out)]) == 0
