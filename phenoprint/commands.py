@@ -129,6 +129,9 @@ def _add_profiles(p: argparse.ArgumentParser) -> None:
         "'Metadata_control_type == \"negcon\"' (default: no controls; then centre on all wells, --center-on all)",
     )
     imp.add_argument(
+        "--rows", default=None, help="a pandas query keeping only some wells, e.g. 'Metadata_node_type != \"TC\"'"
+    )
+    imp.add_argument(
         "--control-label", default="control", help="the label of control wells whose label column is empty"
     )
     imp.add_argument(
@@ -154,6 +157,7 @@ def _run_profiles_import(args: argparse.Namespace) -> int:
         plate=args.plate,
         well=args.well,
         controls=args.controls,
+        rows=args.rows,
         control_label=args.control_label,
         cell_type=args.cell_type,
         na_cutoff=DEFAULT_NA_CUTOFF if args.na_cutoff is None else args.na_cutoff,

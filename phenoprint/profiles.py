@@ -32,6 +32,7 @@ class ProfileColumns:
     plate: str = "Metadata_Plate"  # the plate barcode (numbered 1, 2, ... within each batch)
     well: str = "Metadata_Well"  # the well position (A01 ...)
     controls: str | None = None  # a pandas query selecting the control wells, e.g. 'Metadata_control_type == "negcon"'
+    rows: str | None = None  # a pandas query keeping only some wells (e.g. leaving out transfection controls)
     cell_type: str | None = None  # a column naming the cell type (None: every well "unknown")
     control_label: str = "control"  # the label of a control well whose label column is empty (e.g. DMSO wells)
     na_cutoff: float = DEFAULT_NA_CUTOFF  # features missing in more than this share of wells are dropped
@@ -113,8 +114,13 @@ def import_profiles(paths: Sequence[str | Path], columns: ProfileColumns) -> Pro
     """
     if not paths:
         raise EmbeddingTableError("no profile files given")
-    frames = [read_profile_file(p) for p in paths]
     names = tuple(str(p) for p in paths)
+    frames = [read_profile_file(p) for p in paths]
+    if columns.rows is not None:
+        frames = [
+            f[_query_mask(f, columns.rows, "--rows", n)].reset_index(drop=True)
+            for f, n in zip(frames, names, strict=True)
+        ]
     needed = [columns.experiment, columns.plate, columns.well, *columns.label]
     if columns.cell_type:
         needed.append(columns.cell_type)
@@ -199,26 +205,31 @@ def _query_columns(frame: pd.DataFrame, query: str | None) -> list[str]:
     return [str(c) for c in frame.columns if str(c).startswith(METADATA_PREFIX)]
 
 
-def _control_mask(frame: pd.DataFrame, query: str | None) -> np.ndarray:
-    """The rows the control query selects (all false without a query)."""
-    if query is None:
-        return np.zeros(len(frame), dtype=bool)
+def _query_mask(
+    frame: pd.DataFrame, query: str, option: str, where: str = "the profiles", hint: str = ""
+) -> np.ndarray:
+    """The rows a pandas query selects (refused, with the option's name, when invalid or when it selects nothing)."""
     try:
         mask = frame.eval(query)
     except Exception as exc:  # pandas raises many kinds (UndefinedVariableError, SyntaxError, TypeError ...)
         raise EmbeddingTableError(
-            f"--controls {query!r} is not a valid query on the profile columns ({type(exc).__name__}: {exc}); "
+            f"{option} {query!r} is not a valid query on the columns of {where} ({type(exc).__name__}: {exc}); "
             "expected e.g. 'Metadata_control_type == \"negcon\"'"
         ) from exc
     mask = np.asarray(mask)
     if mask.shape != (len(frame),) or mask.dtype != bool:
-        raise EmbeddingTableError(f"--controls {query!r} must give one true/false per well; got {mask.dtype}")
+        raise EmbeddingTableError(f"{option} {query!r} must give one true/false per well; got {mask.dtype}")
     if not mask.any():
-        raise EmbeddingTableError(
-            f"--controls {query!r} selects no well; leave it out for profiles without controls (and centre on all "
-            "wells: --center-on all)"
-        )
+        raise EmbeddingTableError(f"{option} {query!r} selects no well of {where}{hint}")
     return mask
+
+
+def _control_mask(frame: pd.DataFrame, query: str | None) -> np.ndarray:
+    """The rows the control query selects (all false without a query)."""
+    if query is None:
+        return np.zeros(len(frame), dtype=bool)
+    hint = "; leave it out for profiles without controls (and centre on all wells: --center-on all)"
+    return _query_mask(frame, query, "--controls", hint=hint)
 
 
 def _metadata(frame: pd.DataFrame, columns: ProfileColumns, controls: np.ndarray) -> pd.DataFrame:

@@ -109,7 +109,7 @@ def test_missing_label_column_is_named(tmp_path: Path) -> None:
 def test_a_control_query_that_selects_nothing_or_is_invalid_is_refused(tmp_path: Path) -> None:
     path = _csv(tmp_path / "p.csv")
     cols = ProfileColumns(label=("Metadata_broad_sample",), controls='Metadata_control_type == "DMSO"')
-    with pytest.raises(EmbeddingTableError, match=r"selects no well.*--center-on all"):
+    with pytest.raises(EmbeddingTableError, match=r"selects no well of the profiles; leave it out.*--center-on all"):
         import_profiles([path], cols)
     cols = ProfileColumns(label=("Metadata_broad_sample",), controls="Metadata_nope == 1")
     with pytest.raises(EmbeddingTableError, match="not a valid query"):
@@ -168,3 +168,11 @@ def test_duplicate_wells_are_refused(tmp_path: Path) -> None:
     pd.concat([frame, frame.head(1)]).to_csv(path, index=False)
     with pytest.raises(EmbeddingTableError, match="appears twice"):
         import_profiles([path], _columns())
+
+
+def test_rows_keep_only_the_wells_a_query_selects(tmp_path: Path) -> None:
+    path = _csv(tmp_path / "p.csv")
+    result = import_profiles([path], _columns(rows='Metadata_Plate == "BR0000"'))
+    assert len(result.table) == 6
+    with pytest.raises(EmbeddingTableError, match=r"--rows .* selects no well of .*p.csv"):
+        import_profiles([path], _columns(rows='Metadata_Plate == "BR9"'))
