@@ -24,13 +24,13 @@ CANDIDATES: tuple[tuple[str, bool], ...] = (
 )
 #: Modes in order of preference on exact ties (centroid needs no FAISS search).
 MODE_PREFERENCE: tuple[str, ...] = ("centroid", "knn")
-#: The default: used when a batch has no labelled controls to score on, and on exact ties of the criterion (centring
-#: each batch on its controls is the field's standard batch correction).
+#: The default: used when a batch has no labelled controls to score on, and when it ties the leader on assignment and
+#: top-1 (centring each batch on its controls is the field's standard batch correction).
 FALLBACK = ("center", False, "centroid")
 #: How candidates are ranked (recorded in every manifest's ``selection``).
 CRITERION = (
-    "assigned_top1, then top1, then map, on the batch's labelled controls (leave-plate-out); exact ties go to the "
-    "default (center + centroid)"
+    "assigned_top1, then top1, then map, on the batch's labelled controls (leave-plate-out, each control query left "
+    "out of its own statistics); a tie with the default (center + centroid) on assigned_top1 and top1 goes to it"
 )
 #: A lead under this many standard errors of the paired difference is reported as within noise.
 NOISE_SE = 2.0
@@ -89,8 +89,9 @@ def choose_config(table: EmbeddingTable, experiment: str, config: Any) -> tuple[
     in scope (and the target's controls on its other plates: leave-plate-out) the reference, each experiment centred
     with its own statistics, fitted as the index would fit them (the target's on its other plates when fitted per
     experiment). Ranked by per-plate assignment accuracy (each control once per plate, as the plate design holds
-    them), then per-well top-1, then the controls' replicate mAP; exact ties go to the default (:data:`FALLBACK`,
-    :func:`_default_unless_beaten`).
+    them), then per-well top-1, then the controls' replicate mAP; a tie with the default (:data:`FALLBACK`) on the first
+    two goes to it (:func:`_default_unless_beaten`). With ``--center-on controls`` a control query is left out of the
+    statistics it is centred with, as a treatment is (:func:`_centre_left_out`).
 
     Args:
         table: a well table of the target and the reference experiments (already restricted to the index's scope).
@@ -122,7 +123,7 @@ def choose_config(table: EmbeddingTable, experiment: str, config: Any) -> tuple[
     if len(order) > 1:
         second = rows[order[1]]
         margin = best["assigned_top1"] - second["assigned_top1"]
-        a, b = best.pop("_right"), second["_right"]
+        a, b = best["_right"], second["_right"]
         noise = math.sqrt(float((a != b).sum())) / len(a) if len(a) else float("nan")
     within = len(order) > 1 and not margin > NOISE_SE * noise
     table_out = [{k: v for k, v in rows[i].items() if not k.startswith("_")} for i in order]
@@ -154,13 +155,16 @@ def choose_config(table: EmbeddingTable, experiment: str, config: Any) -> tuple[
 
 def _default_unless_beaten(rows: list[dict[str, Any]], order: list[int], config: Any) -> list[int]:
     """The ranking with the default (:data:`FALLBACK`, the field's standard: centre each batch on its controls,
-    nearest centroid) moved first when it ties the leader on every score of the criterion. Controls are few and
-    their phenotypes strong, so they often score many candidates exactly alike (all 1.0 on the demo's batches and
-    on CDoT's DMSO-only controls); the ranking then holds no evidence, and the default is the choice to make.
+    nearest centroid) moved first when it ties the leader on what the batch is used for: assignment and per-well top-1.
+    Controls are few and their phenotypes strong, so they often score many candidates exactly alike there (all 1.0 on
+    the demo's batches and on CDoT's DMSO-only controls); the ranking then holds no evidence about treatments. The
+    controls' replicate mAP still orders the other candidates, but does not displace the default: near its ceiling,
+    it rewards what fits the controls best (on the demo, HUVEC-04's controls gave center_scale per plate 0.999 against
+    0.990 for the default, and its treatments lost 0.046, 0.943 against 0.955 over the four held-out batches).
 
-    A rule that also kept the default when the leader won by less than :data:`NOISE_SE` standard errors was tried:
-    it helped the demo (0.926 to 0.955) but lost on every real profile set (CDoT 0.565 to 0.543 and 0.370 to 0.360,
-    VarChAMP 0.263 to 0.176; scripts/check_auto_profiles.py), so a lead on the controls is trusted however small."""
+    A rule that also kept the default when the leader won on assignment by less than :data:`NOISE_SE` standard errors
+    was tried: it lost on the real profile sets (VarChAMP 0.263 to 0.176; scripts/check_auto_profiles.py), so a lead
+    on the controls' classification is trusted however small."""
     center, per_plate, mode = FALLBACK
     if config.center != AUTO:
         center, per_plate = config.center, bool(config.per_plate)
@@ -171,10 +175,8 @@ def _default_unless_beaten(rows: list[dict[str, Any]], order: list[int], config:
     if not default or default[0] == order[0]:
         return order
 
-    def key(row: dict[str, Any]) -> tuple[float, float, float]:
-        return row["assigned_top1"], row["top1"], row["map"]
-
-    if key(rows[default[0]]) != key(rows[order[0]]):
+    leader, fallback = rows[order[0]], rows[default[0]]
+    if (leader["assigned_top1"], leader["top1"]) != (fallback["assigned_top1"], fallback["top1"]):
         return order
     return [default[0], *(i for i in order if i != default[0])]
 
@@ -245,6 +247,10 @@ def _score_all(
                 sub_meta.loc[hidden, "Metadata_sirna_id"] = None
                 sub = EmbeddingTable(sub_meta, base.features, base.feature_names, base.fingerprint, dict(base.info))
                 centred = center_table(sub, stats, per_plate)
+                if config.reference == "controls":  # a treatment is never in its own plate's fit: nor is a query
+                    _centre_left_out(
+                        centred, base.features, on_p, fit_rows & (plates == p if per_plate else True), center, config
+                    )
                 index = assemble_index(sub, centred, stats, experiment, ic, table.fingerprint, plate_groups=None)
                 x, y = centred[on_p], labels[on_p]
                 ap.append(_control_ap(x, y, index))
@@ -260,6 +266,26 @@ def _score_all(
             continue
         rows += [_candidate_row(center, per_plate, m, right[m], right_assigned[m], rr[m], ap) for m in modes]
     return rows
+
+
+def _centre_left_out(
+    centred: np.ndarray, x: np.ndarray, queries: np.ndarray, fit_rows: np.ndarray, center: str, config: Any
+) -> None:
+    """Re-centre (in place) each query well that is one of the reference wells its statistics were fitted on, with
+    statistics fitted on the others (leave-one-out).
+
+    With ``--center-on controls``, a new batch's treatments are never among the wells their plate's (or
+    experiment's) statistics come from, but the control queries are: scored with their own contribution to the
+    mean and scale, few per plate, centerings fitted on fewer wells (per plate) looked better than they are."""
+    from phenoprint.index.centering import apply_centering, fit_centering
+
+    for i in np.flatnonzero(queries & fit_rows):
+        others = fit_rows.copy()
+        others[i] = False
+        stats = fit_centering(
+            x[others], np.ones(int(others.sum()), dtype=bool), center, pca_dim=config.pca_dim, ridge=config.ridge
+        )
+        centred[i] = apply_centering(x[i : i + 1], stats)[0]
 
 
 def _candidate_row(
