@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from phenoprint.data.table import EmbeddingTable
+from phenoprint.errors import EmbeddingTableError
 from phenoprint.index.assign import assign_experiment
 from phenoprint.index.centering import CENTER_METHODS, fit_centering_by
 from phenoprint.index.classify import MODES, classify, sirna_scores
@@ -104,7 +105,12 @@ def choose_config(table: EmbeddingTable, experiment: str, config: Any) -> tuple[
     table = table.aggregate_sites()
     centers = CANDIDATES if config.center == AUTO else ((config.center, bool(config.per_plate)),)
     modes = MODE_PREFERENCE if config.mode == AUTO else (config.mode,)
-    rows = _score_all(table, experiment, centers, modes, config)
+    control_classes = table.meta.loc[table.control_mask() & table.labelled_mask(), "Metadata_sirna_id"].nunique()
+    if control_classes < 2:  # one control class (e.g. DMSO) is named right by every candidate: no evidence there
+        on_training = _choose_on_training(table, experiment, centers, modes, config, int(control_classes))
+        if on_training is not None:
+            return on_training
+    rows = _score_all(table, experiment, centers, modes, config) if control_classes >= 2 else []
     if not rows:
         center, per_plate, mode = (
             (FALLBACK[0], FALLBACK[1]) if config.center == AUTO else (config.center, config.per_plate)
@@ -153,6 +159,85 @@ def choose_config(table: EmbeddingTable, experiment: str, config: Any) -> tuple[
     return resolved, sel
 
 
+def _choose_on_training(
+    table: EmbeddingTable,
+    experiment: str,
+    centers: tuple[tuple[str, bool], ...],
+    modes: tuple[str, ...],
+    config: Any,
+    control_classes: int,
+) -> tuple[Any, Selection] | None:
+    """Where the target's controls cannot rank the candidates (no labelled controls, or one class of them), rank them
+    by cross-validation on the training experiments instead: each of them held out in turn, its labelled treatments
+    named against an index of the others (and its own controls), as :func:`phenoprint.index.evaluate.evaluate`
+    does. kNN is scored with the configured neighbours and as 1-NN (the field's usual profile classifier). The
+    target's own treatments are never used; None when fewer than two training experiments hold labelled treatments.
+
+    Ties (to 3 decimals: differences below that are noise on a few hundred wells) go to the earlier candidate of
+    :data:`CANDIDATES` (the simpler centering), then to centroid, kNN, 1-NN."""
+    from phenoprint.index.build import assemble_index
+    from phenoprint.index.table_centering import center_table, fit_table_centering
+
+    others = table.subset(~table.experiment_mask(experiment))
+    treated = others.labelled_mask() & (others.meta["Metadata_well_type"] == "treatment").to_numpy()
+    exps = others.meta["Metadata_experiment"].to_numpy(dtype=str)
+    held = sorted(set(exps[treated]))
+    if len(held) < 2:
+        return None
+    variants = [(m, None) for m in modes] + ([("knn", 1)] if "knn" in modes and config.n_neighbors != 1 else [])
+    quiet = replace(config, center="none", mode="centroid", open_set_quantile=0.0, kind="flat")
+    labels = others.labels()
+    rows: list[dict[str, Any]] = []
+    for center, per_plate in centers:
+        try:
+            stats = fit_table_centering(
+                others, center, config.reference, pca_dim=config.pca_dim, ridge=config.ridge, per_plate=per_plate
+            )
+        except (ValueError, EmbeddingTableError) as exc:
+            log.debug("candidate %s skipped: %s", _name(center, per_plate, "-"), exc)
+            continue
+        centred = center_table(others, stats, per_plate)
+        right: dict[tuple[str, int | None], list[np.ndarray]] = {v: [] for v in variants}
+        for exp in held:
+            q = treated & (exps == exp)
+            ic = replace(quiet, center=center, per_plate=per_plate)
+            index = assemble_index(others, centred, stats, exp, ic, table.fingerprint, plate_groups=None)
+            for mode, n_nb in variants:
+                right[mode, n_nb].append(
+                    classify(centred[q], index, k=1, mode=mode, n_neighbors=n_nb).top1 == labels[q]
+                )
+        for (mode, n_nb), r in right.items():
+            top1 = float(np.concatenate(r).mean())
+            row = {"center": center, "per_plate": per_plate and center != "none", "mode": mode, "n_neighbors": n_nb}
+            rows.append({**row, "wells": int(sum(len(x) for x in r)), "training_top1": round(top1, 4)})
+    if not rows:
+        return None
+    order = sorted(range(len(rows)), key=lambda i: (-round(rows[i]["training_top1"], 3), i))
+    best = rows[order[0]]
+    runner = rows[order[1]] if len(order) > 1 else None
+    margin = best["training_top1"] - runner["training_top1"] if runner else float("nan")
+    why = "no labelled control wells" if control_classes == 0 else "controls of a single class"
+    knn = f" ({best['n_neighbors']}-NN)" if best["n_neighbors"] else ""
+    reason = (
+        f"{_name(best['center'], best['per_plate'], best['mode'])}{knn}: top-1 {best['training_top1']:.3f} on "
+        f"{best['wells']} labelled treatment wells of {len(held)} training experiments (each held out in turn), "
+        f"as {experiment} has {why} to compare choices on"
+    )
+    if runner:
+        reason += (
+            f"; runner-up {_name(runner['center'], runner['per_plate'], runner['mode'])} {runner['training_top1']:.3f}"
+        )
+    log.info("%s: chose %s", experiment, reason)
+    within = runner is not None and not margin > 0.001
+    sel = Selection(
+        best["center"], best["per_plate"], best["mode"], [rows[i] for i in order], margin, float("nan"), within, reason
+    )
+    resolved = replace(config, center=best["center"], per_plate=best["per_plate"], mode=best["mode"])
+    if best["n_neighbors"] is not None:
+        resolved = replace(resolved, n_neighbors=best["n_neighbors"])
+    return resolved, sel
+
+
 def _default_unless_beaten(rows: list[dict[str, Any]], order: list[int], config: Any) -> list[int]:
     """The ranking with the default (:data:`FALLBACK`, the field's standard: centre each batch on its controls,
     nearest centroid) moved first when it ties the leader on what the batch is used for: assignment and per-well top-1.
@@ -193,7 +278,6 @@ def _score_all(
     config: Any,
 ) -> list[dict[str, Any]]:
     """One row per (centering, mode) with its scores on the target's controls (empty: nothing to score on)."""
-    from phenoprint.errors import EmbeddingTableError
     from phenoprint.index.build import assemble_index
     from phenoprint.index.table_centering import batch_keys, center_table, fit_table_centering, reference_mask
 

@@ -166,3 +166,32 @@ def test_a_control_query_is_never_in_the_statistics_it_is_centred_with() -> None
     np.testing.assert_allclose(centred[0], expected, rtol=1e-5, atol=1e-6)
     assert not np.allclose(centred[0], before[0])
     np.testing.assert_array_equal(centred[1:], before[1:])
+
+
+def _one_control_class(table: EmbeddingTable, target_labels: bool = True) -> EmbeddingTable:
+    """The table with every control relabelled as one class (as DMSO-only profiles); optionally the target's
+    treatment labels removed."""
+    meta = table.meta.copy()
+    controls = table.control_mask()
+    meta.loc[controls, "Metadata_sirna_id"] = int(meta.loc[controls, "Metadata_sirna_id"].min())
+    if not target_labels:
+        meta.loc[table.experiment_mask(TARGET) & ~controls, "Metadata_sirna_id"] = None
+    return EmbeddingTable(meta, table.features, table.feature_names)
+
+
+def test_controls_of_one_class_choose_by_cross_validation_on_the_training_experiments(
+    small_table: EmbeddingTable,
+) -> None:
+    huvec = small_table.subset(small_table.meta["Metadata_cell_type"].eq("HUVEC").to_numpy())
+    config, sel = choose_config(_one_control_class(huvec), TARGET, IndexConfig(center="auto", mode="auto"))
+    assert "training experiments" in sel.reason
+    assert "controls of a single class" in sel.reason
+    best = sel.table[0]
+    assert all(round(best["training_top1"], 3) >= round(r["training_top1"], 3) for r in sel.table)
+    assert (config.center, config.per_plate, config.mode) == (best["center"], best["per_plate"], best["mode"])
+    assert config.n_neighbors == (best["n_neighbors"] or IndexConfig().n_neighbors)
+    assert {r["n_neighbors"] for r in sel.table} == {None, 1}  # kNN as configured and as 1-NN
+    # the target's own treatment labels play no part
+    blind_table = _one_control_class(huvec, target_labels=False)
+    _, blind = choose_config(blind_table, TARGET, IndexConfig(center="auto", mode="auto"))
+    assert blind.table == sel.table
