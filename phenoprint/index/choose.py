@@ -82,7 +82,9 @@ def wants_auto(config: Any) -> bool:
     return bool(config.center == AUTO or config.mode == AUTO)
 
 
-def choose_config(table: EmbeddingTable, experiment: str, config: Any) -> tuple[Any, Selection]:
+def choose_config(
+    table: EmbeddingTable, experiment: str, config: Any, *, exclude_same_well: bool = False
+) -> tuple[Any, Selection]:
     """Resolve ``auto`` in an IndexConfig from the target's labelled control wells.
 
     Every candidate (:data:`CANDIDATES` x :data:`MODES`, or only those the config leaves open) is scored
@@ -98,6 +100,8 @@ def choose_config(table: EmbeddingTable, experiment: str, config: Any) -> tuple[
         table: a well table of the target and the reference experiments (already restricted to the index's scope).
         experiment: the target.
         config: the requested IndexConfig (``center`` and/or ``mode`` ``auto``).
+        exclude_same_well: where candidates are ranked on the training experiments' treatments, entries at the query's
+            well position are not neighbours (as ``evaluate --exclude-same-well`` scores them).
 
     Returns:
         The resolved config and the evidence.
@@ -107,7 +111,9 @@ def choose_config(table: EmbeddingTable, experiment: str, config: Any) -> tuple[
     modes = MODE_PREFERENCE if config.mode == AUTO else (config.mode,)
     control_classes = table.meta.loc[table.control_mask() & table.labelled_mask(), "Metadata_sirna_id"].nunique()
     if control_classes < 2:  # one control class (e.g. DMSO) is named right by every candidate: no evidence there
-        on_training = _choose_on_training(table, experiment, centers, modes, config, int(control_classes))
+        on_training = _choose_on_training(
+            table, experiment, centers, modes, config, int(control_classes), exclude_same_well
+        )
         if on_training is not None:
             return on_training
     rows = _score_all(table, experiment, centers, modes, config) if control_classes >= 2 else []
@@ -166,6 +172,7 @@ def _choose_on_training(
     modes: tuple[str, ...],
     config: Any,
     control_classes: int,
+    exclude_same_well: bool = False,
 ) -> tuple[Any, Selection] | None:
     """Where the target's controls cannot rank the candidates (no labelled controls, or one class of them), rank them
     by cross-validation on the training experiments instead: each of them held out in turn, its labelled treatments
@@ -202,10 +209,10 @@ def _choose_on_training(
             q = treated & (exps == exp)
             ic = replace(quiet, center=center, per_plate=per_plate)
             index = assemble_index(others, centred, stats, exp, ic, table.fingerprint, plate_groups=None)
+            wells = others.meta.loc[q, "Metadata_well"].to_numpy(dtype=str) if exclude_same_well else None
             for mode, n_nb in variants:
-                right[mode, n_nb].append(
-                    classify(centred[q], index, k=1, mode=mode, n_neighbors=n_nb).top1 == labels[q]
-                )
+                cls = classify(centred[q], index, k=1, mode=mode, n_neighbors=n_nb, exclude_wells=wells)
+                right[mode, n_nb].append(cls.top1 == labels[q])
         for (mode, n_nb), r in right.items():
             top1 = float(np.concatenate(r).mean())
             row = {"center": center, "per_plate": per_plate and center != "none", "mode": mode, "n_neighbors": n_nb}

@@ -197,7 +197,8 @@ def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
             continue
         exp_ic, modes = ic, config.modes
         if auto:  # chosen on the held-out experiment's own controls, as onboarding it would choose
-            exp_ic, selection = choose_config(table.subset(scope_mask(table, exp, ic.scope)), exp, ic)
+            in_scope = table.subset(scope_mask(table, exp, ic.scope))
+            exp_ic, selection = choose_config(in_scope, exp, ic, exclude_same_well=config.exclude_same_well)
             choices[exp] = selection.to_json()
             stats, centred = centring(exp_ic.center, exp_ic.per_plate)
             modes = tuple(dict.fromkeys((*config.modes, exp_ic.mode)))

@@ -107,7 +107,7 @@ def test_eval_config_validates() -> None:
     assert EvalConfig(holdout=("A",)).to_json()["holdout"] == ["A"]
 
 
-def _one_layout_table(labelled_b: bool) -> EmbeddingTable:
+def _one_layout_table(labelled_b: bool, batches: tuple[str, ...] = ("A", "B")) -> EmbeddingTable:
     """2 batches x 2 plates of one layout: label i in well A0i on every plate; batch B's treatments labelled or not."""
     import numpy as np
     import pandas as pd
@@ -115,7 +115,7 @@ def _one_layout_table(labelled_b: bool) -> EmbeddingTable:
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(5, 8)) * 3
     rows, x = [], []
-    for b, exp in enumerate(("A", "B")):
+    for b, exp in enumerate(batches):
         offset = rng.normal(size=8) * 5
         for plate in (1, 2):
             for i in range(5):
@@ -154,3 +154,14 @@ def test_exclude_same_well_hides_the_same_position_on_other_plates() -> None:
     assert hidden.overall["knn_top1"] == hidden.overall["centroid_top1"] == 0.0
     with pytest.raises(ValueError, match="group_by must be one of experiment, plate"):
         EvalConfig(group_by="well")
+
+
+def test_auto_on_one_control_class_ranks_with_the_same_wells_hidden_when_asked() -> None:
+    table = _one_layout_table(labelled_b=True, batches=("A", "B", "C"))
+    base = {"holdout": ("A",), "replicate_map": False, "silhouette": False}
+    ic = IndexConfig(center="auto", mode="auto")
+    seen = evaluate(table, EvalConfig(index=ic, **base)).choices["A"]
+    hidden = evaluate(table, EvalConfig(index=ic, exclude_same_well=True, **base)).choices["A"]
+    assert "training experiments" in seen["reason"]
+    assert max(r["training_top1"] for r in seen["table"]) == 1.0
+    assert max(r["training_top1"] for r in hidden["table"]) == 0.0  # each label has one position: nothing left
