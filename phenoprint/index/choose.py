@@ -110,7 +110,10 @@ def choose_config(
     centers = CANDIDATES if config.center == AUTO else ((config.center, bool(config.per_plate)),)
     modes = MODE_PREFERENCE if config.mode == AUTO else (config.mode,)
     control_classes = table.meta.loc[table.control_mask() & table.labelled_mask(), "Metadata_sirna_id"].nunique()
-    if control_classes < 2:  # one control class (e.g. DMSO) is named right by every candidate: no evidence there
+    # One control class (e.g. DMSO) is named right by every candidate: no evidence there. Vectors no model learned
+    # (CellProfiler profiles: no fingerprint) can be judged on the training experiments' own treatments, far more
+    # wells than the controls and what the batch is for; a model's embeddings cannot (it was trained on them).
+    if control_classes < 2 or table.fingerprint is None:
         on_training = _choose_on_training(
             table, experiment, centers, modes, config, int(control_classes), exclude_same_well
         )
@@ -174,14 +177,18 @@ def _choose_on_training(
     control_classes: int,
     exclude_same_well: bool = False,
 ) -> tuple[Any, Selection] | None:
-    """Where the target's controls cannot rank the candidates (no labelled controls, or one class of them), rank them
-    by cross-validation on the training experiments instead: each of them held out in turn, its labelled treatments
-    named against an index of the others (and its own controls), as :func:`phenoprint.index.evaluate.evaluate`
-    does. kNN is scored with the configured neighbours and as 1-NN (the field's usual profile classifier). The
-    target's own treatments are never used; None when fewer than two training experiments hold labelled treatments.
+    """Where the target's controls cannot rank the candidates (no labelled controls, or one class of them), or the
+    vectors are profiles no model was trained on, rank them by cross-validation on the training experiments instead:
+    each of them held out in turn, its labelled treatments named against an index of the others (and its own
+    controls), as :func:`phenoprint.index.evaluate.evaluate` does. kNN is scored with the configured neighbours and
+    as 1-NN (the field's usual profile classifier). The target's own treatments are never used; None when fewer than
+    two training experiments hold labelled treatments.
 
-    Ties (to 3 decimals: differences below that are noise on a few hundred wells) go to the earlier candidate of
-    :data:`CANDIDATES` (the simpler centering), then to centroid, kNN, 1-NN."""
+    The one-standard-error rule of cross-validation (Hastie, Tibshirani & Friedman, *The Elements of Statistical
+    Learning*, 7.10) picks among them: the simplest candidate whose top-1 is within one standard error
+    (``sqrt(p(1-p)/n)`` of the leader's) of the leader's, simplest meaning earliest in :data:`CANDIDATES` (per
+    experiment before per plate), then centroid, kNN, 1-NN. A handful of training experiments is little evidence, and
+    among a dozen centerings the leader is partly the luckiest."""
     from phenoprint.index.build import assemble_index
     from phenoprint.index.table_centering import center_table, fit_table_centering
 
@@ -219,23 +226,29 @@ def _choose_on_training(
             rows.append({**row, "wells": int(sum(len(x) for x in r)), "training_top1": round(top1, 4)})
     if not rows:
         return None
-    order = sorted(range(len(rows)), key=lambda i: (-round(rows[i]["training_top1"], 3), i))
-    best = rows[order[0]]
+    leader = max(rows, key=lambda r: r["training_top1"])
+    p, n = leader["training_top1"], leader["wells"]
+    se = math.sqrt(p * (1 - p) / n) if n else 0.0
+    best = next(r for r in rows if r["training_top1"] >= p - se - 1e-12)  # rows are in order of simplicity
+    order = sorted(range(len(rows)), key=lambda i: (rows[i] is not best, -rows[i]["training_top1"], i))
     runner = rows[order[1]] if len(order) > 1 else None
     margin = best["training_top1"] - runner["training_top1"] if runner else float("nan")
-    why = "no labelled control wells" if control_classes == 0 else "controls of a single class"
+    why = {0: "no labelled control wells", 1: "controls of a single class"}.get(
+        control_classes, "profiles no model was trained on (their treatments judge better than a few controls)"
+    )
     knn = f" ({best['n_neighbors']}-NN)" if best["n_neighbors"] else ""
     reason = (
         f"{_name(best['center'], best['per_plate'], best['mode'])}{knn}: top-1 {best['training_top1']:.3f} on "
         f"{best['wells']} labelled treatment wells of {len(held)} training experiments (each held out in turn), "
-        f"as {experiment} has {why} to compare choices on"
+        f"as {experiment} has {why}; the simplest within one standard error ({se:.3f}) of the "
+        f"best ({_name(leader['center'], leader['per_plate'], leader['mode'])} {p:.3f})"
     )
     if runner:
         reason += (
             f"; runner-up {_name(runner['center'], runner['per_plate'], runner['mode'])} {runner['training_top1']:.3f}"
         )
     log.info("%s: chose %s", experiment, reason)
-    within = runner is not None and not margin > 0.001
+    within = runner is not None and not margin > se
     sel = Selection(
         best["center"], best["per_plate"], best["mode"], [rows[i] for i in order], margin, float("nan"), within, reason
     )
