@@ -186,9 +186,11 @@ def _choose_on_training(
 
     The one-standard-error rule of cross-validation (Hastie, Tibshirani & Friedman, *The Elements of Statistical
     Learning*, 7.10) picks among them: the simplest candidate whose top-1 is within one standard error
-    (``sqrt(p(1-p)/n)`` of the leader's) of the leader's, simplest meaning earliest in :data:`CANDIDATES` (per
-    experiment before per plate), then centroid, kNN, 1-NN. A handful of training experiments is little evidence, and
-    among a dozen centerings the leader is partly the luckiest."""
+    (``sqrt(p(1-p)/n)`` of the leader's) of the leader's, simplest meaning earliest in :data:`CANDIDATES`, then
+    centroid, kNN, 1-NN. A handful of training experiments is little evidence, and among a dozen centerings the
+    leader is partly the luckiest. Per plate goes before per experiment: it is the field's standard (pycytominer and
+    the JUMP recipe normalize each plate on its own controls), and training batches of one plate each cannot tell
+    the two apart."""
     from phenoprint.index.build import assemble_index
     from phenoprint.index.table_centering import center_table, fit_table_centering
 
@@ -229,7 +231,13 @@ def _choose_on_training(
     leader = max(rows, key=lambda r: r["training_top1"])
     p, n = leader["training_top1"], leader["wells"]
     se = math.sqrt(p * (1 - p) / n) if n else 0.0
-    best = next(r for r in rows if r["training_top1"] >= p - se - 1e-12)  # rows are in order of simplicity
+    methods = list(dict.fromkeys(c for c, _ in centers))
+    variant = {v: i for i, v in enumerate(variants)}
+
+    def simplicity(r: dict[str, Any]) -> tuple[int, bool, int]:
+        return methods.index(r["center"]), not r["per_plate"], variant[r["mode"], r["n_neighbors"]]
+
+    best = min((r for r in rows if r["training_top1"] >= p - se - 1e-12), key=simplicity)
     order = sorted(range(len(rows)), key=lambda i: (rows[i] is not best, -rows[i]["training_top1"], i))
     runner = rows[order[1]] if len(order) > 1 else None
     margin = best["training_top1"] - runner["training_top1"] if runner else float("nan")

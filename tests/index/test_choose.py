@@ -168,10 +168,12 @@ def test_a_control_query_is_never_in_the_statistics_it_is_centred_with() -> None
     np.testing.assert_array_equal(centred[1:], before[1:])
 
 
-def _rank(row: dict) -> tuple[int, int]:
-    """A candidate row's place in the order of simplicity: its centering in CANDIDATES, then centroid, kNN, 1-NN."""
+def _rank(row: dict) -> tuple[int, bool, int]:
+    """A candidate row's place in the order of simplicity: its centering in CANDIDATES (per plate first), then
+    centroid, kNN, 1-NN."""
     mode = ["centroid", "knn"].index(row["mode"]) + (row["n_neighbors"] == 1)
-    return CANDIDATES.index((row["center"], row["per_plate"])), mode
+    methods = list(dict.fromkeys(c for c, _ in CANDIDATES))
+    return methods.index(row["center"]), not row["per_plate"], mode
 
 
 def _one_control_class(table: EmbeddingTable, target_labels: bool = True) -> EmbeddingTable:
