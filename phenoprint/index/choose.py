@@ -23,6 +23,12 @@ CANDIDATES: tuple[tuple[str, bool], ...] = (
     ("none", False),
     *((method, per_plate) for method in CENTER_METHODS if method != "none" for per_plate in (False, True)),
 )
+#: The candidates ranked on a batch's controls (embeddings): the centerings of the RxRx1 recipe. A few dozen control
+#: wells are a small sample, and each added candidate raises the chance that a lucky one leads; the profile
+#: centerings (robust standardization, pooled sphering) are ranked where the training batches' treatments judge.
+CONTROL_CANDIDATES: tuple[tuple[str, bool], ...] = tuple(
+    c for c in CANDIDATES if c[0] in ("none", "center", "center_scale", "tvn")
+)
 #: Modes in order of preference on exact ties (centroid needs no FAISS search).
 MODE_PREFERENCE: tuple[str, ...] = ("centroid", "knn")
 #: The default: used when a batch has no labelled controls to score on, and when it ties the leader on assignment and
@@ -119,6 +125,8 @@ def choose_config(
         )
         if on_training is not None:
             return on_training
+    if config.center == AUTO:
+        centers = CONTROL_CANDIDATES
     rows = _score_all(table, experiment, centers, modes, config) if control_classes >= 2 else []
     if not rows:
         center, per_plate, mode = (
@@ -448,4 +456,4 @@ def _control_ap(x: np.ndarray, y: np.ndarray, index: Any) -> np.ndarray:
     return replicate_average_precision(vectors, labels, batches, mask)[: len(x)]
 
 
-__all__ = ["AUTO", "CANDIDATES", "MODES", "Selection", "choose_config", "wants_auto"]
+__all__ = ["AUTO", "CANDIDATES", "CONTROL_CANDIDATES", "MODES", "Selection", "choose_config", "wants_auto"]
