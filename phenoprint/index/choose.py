@@ -190,7 +190,8 @@ def _choose_on_training(
     each of them held out in turn, its labelled treatments named against an index of the others (and its own
     controls), as :func:`phenoprint.index.evaluate.evaluate` does. kNN is scored with the configured neighbours and
     as 1-NN (the field's usual profile classifier). The target's own treatments are never used; None when fewer than
-    two training experiments hold labelled treatments.
+    two training experiments hold labelled treatments, or none of their treatments is held by another (VarChAMP's
+    batches of different alleles): the controls then judge.
 
     The one-standard-error rule of cross-validation (Hastie, Tibshirani & Friedman, *The Elements of Statistical
     Learning*, 7.10) picks among them: the simplest candidate whose top-1 is within one standard error
@@ -226,15 +227,18 @@ def _choose_on_training(
             q = treated & (exps == exp)
             ic = replace(quiet, center=center, per_plate=per_plate)
             index = assemble_index(others, centred, stats, exp, ic, table.fingerprint, plate_groups=None)
+            # only wells whose label the others hold can be named: batches of other treatments say nothing
+            q = q & np.isin(labels, index.sirna_ids)
             wells = others.meta.loc[q, "Metadata_well"].to_numpy(dtype=str) if exclude_same_well else None
             for mode, n_nb in variants:
                 cls = classify(centred[q], index, k=1, mode=mode, n_neighbors=n_nb, exclude_wells=wells)
                 right[mode, n_nb].append(cls.top1 == labels[q])
         for (mode, n_nb), r in right.items():
-            top1 = float(np.concatenate(r).mean())
+            hits = np.concatenate(r)
+            top1 = float(hits.mean()) if len(hits) else 0.0
             row = {"center": center, "per_plate": per_plate and center != "none", "mode": mode, "n_neighbors": n_nb}
             rows.append({**row, "wells": int(sum(len(x) for x in r)), "training_top1": round(top1, 4)})
-    if not rows:
+    if not rows or not rows[0]["wells"]:  # no training well's label is held by another training experiment
         return None
     leader = max(rows, key=lambda r: r["training_top1"])
     p, n = leader["training_top1"], leader["wells"]

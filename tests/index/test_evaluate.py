@@ -165,3 +165,16 @@ def test_auto_on_one_control_class_ranks_with_the_same_wells_hidden_when_asked()
     assert "training experiments" in seen["reason"]
     assert max(r["training_top1"] for r in seen["table"]) == 1.0
     assert max(r["training_top1"] for r in hidden["table"]) == 0.0  # each label has one position: nothing left
+
+
+def test_auto_falls_back_when_no_training_batch_shares_a_label_with_another() -> None:
+    from phenoprint.index.choose import choose_config
+
+    table = _one_layout_table(labelled_b=True, batches=("A", "B", "C"))
+    meta = table.meta.copy()
+    treated = meta["Metadata_well_type"].eq("treatment")
+    meta.loc[treated & meta["Metadata_experiment"].eq("C"), "Metadata_sirna_id"] += 100  # C's treatments: others'
+    disjoint = EmbeddingTable(meta, table.features, table.feature_names)
+    config, sel = choose_config(disjoint, "A", IndexConfig(center="auto", mode="auto"))
+    assert (config.center, config.per_plate, config.mode) == ("center", False, "centroid")
+    assert "training experiments" not in sel.reason
