@@ -421,6 +421,8 @@ def profiles_note(d: dict) -> str | None:
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
+    for what, why in (d.get("reruns") or {}).items():
+        lines.insert(1, f"(The {what}: {why}.)")
     for task, r in tasks.items():
         bases = [
             _fmt(r["baselines"].get(n)) if not isinstance(r["baselines"].get(n), str) else "refused" for n in base_names
