@@ -8,7 +8,7 @@ from pathlib import Path
 
 from phenoprint.cli import Command
 from phenoprint.embedder.commands import add_source, add_train_arguments, train_config_from_args
-from phenoprint.embedder.config import DEVICES
+from phenoprint.embedder.config import DEVICES, with_channels
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -16,8 +16,9 @@ def _run_train(args: argparse.Namespace) -> int:
     from phenoprint.embedder.train import train
     from phenoprint.index.evaluate import validation_top1
 
-    config = train_config_from_args(args)
-    result = train(config, open_source(args.data, args.pack), args.out, resume=args.resume, validate=validation_top1)
+    source = open_source(args.data, args.pack, layout=args.layout, channels=args.channels)
+    config = with_channels(train_config_from_args(args), source.channel_names)  # the model records the data's
+    result = train(config, source, args.out, resume=args.resume, validate=validation_top1)
     if result.fingerprint is not None:
         val = "none (nothing held out)" if result.val_top1 is None else f"{result.val_top1:.3f}"
         print(f"trained {result.steps} steps; loss {result.final_loss:.4f}; validation top-1 {val}")
@@ -81,7 +82,7 @@ def run_build_index(args: argparse.Namespace) -> int:
 
     result = onboard_experiment(
         load_model(args.model, args.device),
-        open_source(args.data, args.pack),
+        open_source(args.data, args.pack, layout=args.layout, channels=args.channels),
         args.experiment,
         args.reference_embeddings,
         args.out,

@@ -96,12 +96,14 @@ def start_server(
 
 def classify_over_http(port: int, root: Path, experiment: str, seed: int = 0) -> dict[str, Any]:
     """POST one held-out treatment well's PNGs to /classify; return the answer with the truth beside it."""
-    from phenoprint.data.layout import detect_layout, read_metadata
+    from phenoprint.data.layout import RxRx1Layout, detect_layout, read_metadata
 
     meta = read_metadata(root)
     wells = meta[(meta.experiment == experiment) & (meta.well_type == "treatment")]
     row = wells.iloc[int(np.random.default_rng(seed).integers(len(wells)))]
     layout = detect_layout(root)
+    if not isinstance(layout, RxRx1Layout):
+        raise ValueError(f"{root}: the demo's HTTP query sends RxRx1 PNGs; this root is in the {layout.name} layout")
     files = []
     for site in sorted(
         meta[(meta.experiment == experiment) & (meta.well == row.well) & (meta.plate == row.plate)].site

@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         default=4096 * 4096, ge=1, description="largest channel image accepted (width x height)"
     )
+    max_sites_per_well: int = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="sites one /classify or /embed request may send (models of RxRx1's channels: at most its 2)",
+    )
     max_batch_wells: int = Field(default=16, ge=1, le=1024, description="wells embedded in one forward pass at most")
     batch_wait_ms: float = Field(
         default=2.0, ge=0, le=1000, description="how long a micro-batch waits for requests already being decoded"

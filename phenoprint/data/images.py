@@ -1,4 +1,4 @@
-"""Decode RxRx1 channel PNGs exactly as PIL reads them, with errors that name the file and the fault."""
+"""Decode channel images (PNG exactly as PIL reads it; TIFF through tifffile), with errors naming file and fault."""
 
 from __future__ import annotations
 
@@ -12,12 +12,20 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from phenoprint.data.layout import CHANNELS, Layout, detect_layout
+from phenoprint.data.layout import CHANNELS, ChannelFile, Layout, RxRx1Layout, detect_layout
 from phenoprint.errors import ImageFormatError
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: Chunks a PNG may hold before its image data; encoders write a handful (IHDR, gAMA, pHYs, tEXt …).
 _MAX_CHUNKS_BEFORE_IDAT = 1000
+_TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_JPEG2000_SIGNATURES = (b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51")
+#: Bits per sample phenoprint reads: 8 (RxRx1's PNGs) and 16 (most microscopes' TIFFs).
+BIT_DEPTHS: tuple[int, ...] = (8, 16)
+_CONVERT_HINT = (
+    "convert it to 16-bit TIFF first, e.g. `opj_decompress -i in.jp2 -o out.tif` (OpenJPEG) or, in Python, "
+    "`tifffile.imwrite('out.tif', imagecodecs.jpeg2k_decode(open('in.jp2', 'rb').read()))`"
+)
 
 
 @dataclass(frozen=True)
@@ -91,8 +99,10 @@ def read_png_header(data: bytes, source: str) -> PngHeader:
     )
 
 
-def decode_png(data: bytes, source: str, max_pixels: int | None = None) -> np.ndarray:
-    """Decode one 8-bit grayscale PNG held in memory.
+def decode_png(
+    data: bytes, source: str, max_pixels: int | None = None, bit_depths: tuple[int, ...] = (8,)
+) -> np.ndarray:
+    """Decode one grayscale PNG held in memory (8-bit; 16-bit too where ``bit_depths`` allows it).
 
     The header is checked first (:func:`read_png_header`), then the size PIL is about to decode, both against
     ``max_pixels``, so an over-size image is refused before a pixel buffer is allocated.
@@ -101,9 +111,10 @@ def decode_png(data: bytes, source: str, max_pixels: int | None = None) -> np.nd
         data: the file's bytes.
         source: a name for error messages (a path or an upload's file name).
         max_pixels: largest width x height accepted (None: PIL's own decompression-bomb limit only).
+        bit_depths: the bits per sample accepted (RxRx1: 8 only; other layouts: 8 and 16).
 
     Returns:
-        A (H, W) uint8 array, identical to ``np.asarray(PIL.Image.open(...))``.
+        A (H, W) uint8 (or uint16) array, identical to ``np.asarray(PIL.Image.open(...))``.
 
     Raises:
         ImageFormatError: not a PNG, truncated or corrupt, too large, or not 8-bit single-channel.
@@ -119,12 +130,16 @@ def decode_png(data: bytes, source: str, max_pixels: int | None = None) -> np.nd
                 )
             check_pixels(width, height, max_pixels, source)
             mode = im.mode
-            if mode != "L":
+            accepted = {"L": 8, "I;16": 16, "I;16B": 16}
+            if accepted.get(mode) not in bit_depths:
+                wanted = " or ".join(f"{b}-bit" for b in bit_depths)
                 raise ImageFormatError(
-                    source, f"PNG of mode {mode!r}; expected 8-bit grayscale (mode 'L'), one file per channel"
+                    source, f"PNG of mode {mode!r}; expected {wanted} grayscale (mode 'L'), one file per channel"
                 )
             im.load()
             array = np.asarray(im)
+            if array.dtype != np.uint8:
+                array = array.astype(np.uint16)
     except Image.DecompressionBombError as exc:
         raise ImageFormatError(
             source, f"image of {header.width}x{header.height} pixels is too large to decode safely ({exc})"
@@ -158,6 +173,67 @@ def check_pixels(width: int, height: int, max_pixels: int | None, source: str) -
         )
 
 
+def decode_tiff(data: bytes, source: str, max_pixels: int | None = None) -> np.ndarray:
+    """Decode a grayscale TIFF held in memory: (H, W) for one page, (P, H, W) for a multi-page file.
+
+    Raises:
+        ImageFormatError: not a readable TIFF, not 8- or 16-bit unsigned grayscale, or too large.
+    """
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            series = tif.series[0]
+            shape, dtype = tuple(series.shape), np.dtype(series.dtype)
+            if dtype not in (np.uint8, np.uint16):
+                raise ImageFormatError(
+                    source, f"TIFF of {dtype} samples; expected 8- or 16-bit unsigned integers (uint8/uint16)"
+                )
+            if len(shape) not in (2, 3) or 0 in shape:
+                raise ImageFormatError(
+                    source,
+                    f"TIFF of shape {shape}; expected one grayscale plane (H, W) per file or page, "
+                    "or (pages, H, W) with one page per channel",
+                )
+            check_pixels(shape[-1], shape[-2], max_pixels, source)
+            array = series.asarray()
+    except ImageFormatError:
+        raise
+    except (tifffile.TiffFileError, OSError, ValueError, IndexError, KeyError) as exc:
+        raise ImageFormatError(source, f"truncated or corrupt TIFF ({exc})") from exc
+    return np.ascontiguousarray(array)
+
+
+def decode_image(data: bytes, source: str, max_pixels: int | None = None) -> np.ndarray:
+    """Decode a PNG or TIFF of 8 or 16 bits per sample, told apart by its first bytes (not its name).
+
+    Returns:
+        (H, W) uint8/uint16, or (P, H, W) for a multi-page TIFF.
+
+    Raises:
+        ImageFormatError: JPEG-2000 (with how to convert it), another format, or what the decoders refuse.
+    """
+    if data.startswith(_PNG_SIGNATURE):
+        return decode_png(data, source, max_pixels, bit_depths=BIT_DEPTHS)
+    if data.startswith(_TIFF_SIGNATURES):
+        return decode_tiff(data, source, max_pixels)
+    if data.startswith(_JPEG2000_SIGNATURES):
+        raise ImageFormatError(source, f"a JPEG-2000 image, which phenoprint does not decode; {_CONVERT_HINT}")
+    kind = "an empty file" if not data else f"starts with {data[:8]!r}"
+    raise ImageFormatError(source, f"neither PNG nor TIFF ({kind}); expected 8- or 16-bit grayscale PNG or TIFF")
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ImageFormatError(
+            path, "file not found (the metadata lists this site, but its image is not on disk)"
+        ) from None
+    except OSError as exc:
+        raise ImageFormatError(path, f"cannot be read ({exc.strerror or exc})") from exc
+
+
 def read_png(path: str | Path) -> np.ndarray:
     """Read one channel PNG from disk; see :func:`decode_png`.
 
@@ -165,15 +241,33 @@ def read_png(path: str | Path) -> np.ndarray:
         ImageFormatError: the file is missing or unreadable, or :func:`decode_png` refuses it.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImageFormatError(
-            path, "file not found (the metadata lists this site, but its image is not on disk)"
-        ) from None
-    except OSError as exc:
-        raise ImageFormatError(path, f"cannot be read ({exc.strerror or exc})") from exc
-    return decode_png(data, str(path))
+    return decode_png(_read_bytes(path), str(path))
+
+
+def read_planes(files: Sequence[ChannelFile]) -> list[np.ndarray]:
+    """The (H, W) plane of each channel file (PNG or TIFF; a page of a multi-page TIFF read once per site).
+
+    Raises:
+        ImageFormatError: a file is missing or unreadable, a page is out of range, or a plane is not 2-D.
+    """
+    decoded: dict[Path, np.ndarray] = {}
+    planes = []
+    for f in files:
+        if f.path not in decoded:
+            decoded[f.path] = decode_image(_read_bytes(f.path), str(f.path))
+        array = decoded[f.path]
+        if f.page is None:
+            if array.ndim != 2:
+                raise ImageFormatError(
+                    f.path, f"a multi-page TIFF of {array.shape[0]} pages where one plane per channel file was expected"
+                )
+            planes.append(array)
+        else:
+            pages = array[None] if array.ndim == 2 else array
+            if not 0 <= f.page < len(pages):
+                raise ImageFormatError(f.path, f"has {len(pages)} page(s); page {f.page + 1} was expected")
+            planes.append(pages[f.page])
+    return planes
 
 
 def stack_channels(planes: Sequence[np.ndarray], sources: Sequence[str]) -> np.ndarray:
@@ -185,6 +279,7 @@ def stack_channels(planes: Sequence[np.ndarray], sources: Sequence[str]) -> np.n
     if not planes:
         raise ValueError("no channel planes to stack")
     first = planes[0].shape
+    dtypes = {p.dtype for p in planes}
     for plane, source in zip(planes, sources, strict=True):
         if plane.shape != first:
             raise ImageFormatError(
@@ -192,7 +287,8 @@ def stack_channels(planes: Sequence[np.ndarray], sources: Sequence[str]) -> np.n
                 f"size {plane.shape[1]}x{plane.shape[0]} differs from {first[1]}x{first[0]} of {sources[0]}; "
                 "all channels of a site must have the same size",
             )
-    return np.stack(planes)
+    # channels of different depths (a 16-bit stain beside an 8-bit brightfield) share the wider type, values unchanged
+    return np.stack(planes).astype(np.uint16, copy=False) if len(dtypes) > 1 else np.stack(planes)
 
 
 def check_channels(channels: Sequence[int]) -> tuple[int, ...]:
@@ -209,22 +305,33 @@ def load_site(
     plate: int,
     well: str,
     site: int,
-    channels: Sequence[int] = CHANNELS,
+    channels: Sequence[int] | None = None,
 ) -> np.ndarray:
-    """Load one site of an RxRx1 data root as a (C, H, W) uint8 array.
+    """Load one site of a data root as a (C, H, W) array (uint8, or uint16 for 16-bit images).
 
     Args:
-        root: the data root (either layout), or a :class:`Layout` already detected.
+        root: the data root (any layout), or a :class:`Layout` already detected.
         experiment: e.g. ``"HUVEC-01"``.
-        plate: 1-4.
+        plate: the plate number.
         well: e.g. ``"B02"``.
-        site: 1 or 2.
-        channels: which of ``w1``-``w6`` to read, in this order.
+        site: the site number.
+        channels: RxRx1 only: which of ``w1``-``w6`` to read, in this order (default: every channel of the layout,
+            in its order).
 
     Raises:
-        ImageFormatError: a channel file is missing, not a PNG, truncated, or of another size.
+        ImageFormatError: a channel file is missing, not a PNG/TIFF, truncated, of another size, or of another bit
+            depth than the same channel elsewhere (LoadData).
     """
     layout = root if isinstance(root, Layout) else detect_layout(root)
-    chosen = check_channels(channels)
-    paths = [layout.site_path(experiment, plate, well, site, ch) for ch in chosen]
-    return stack_channels([read_png(p) for p in paths], [str(p) for p in paths])
+    if isinstance(layout, RxRx1Layout):  # RxRx1: 8-bit PNGs only, exactly as before
+        chosen = check_channels(CHANNELS if channels is None else channels)
+        paths = [layout.site_path(experiment, plate, well, site, ch) for ch in chosen]
+        return stack_channels([read_png(p) for p in paths], [str(p) for p in paths])
+    if channels is not None:
+        raise ValueError(f"channel numbers select RxRx1 channels only; the {layout.name} layout reads all its channels")
+    files = layout.site_files(experiment, plate, well, site)
+    planes = read_planes(files)
+    check = getattr(layout, "check_plane_dtypes", None)
+    if check is not None:
+        check(planes, files)
+    return stack_channels(planes, [str(f.path) for f in files])

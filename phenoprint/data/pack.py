@@ -1,12 +1,19 @@
-"""A packed store of sites: PNGs decoded once into a uint8 memory map plus a Parquet row index.
+"""A packed store of sites: images decoded once into a memory map plus a Parquet row index.
 
 Layout of a pack folder::
 
-    manifest.json   written last: format version, shape, dtype, source root, size, counts, creation time
-    images.npy      (n_sites, 6, S, S) uint8, NumPy format, read back memory-mapped
+    manifest.json   written last: format version, shape, dtype, channel names, source root and layout, size, counts,
+                    creation time
+    images.npy      (n_sites, C, S, S) uint8 (8-bit sources) or uint16 (16-bit ones), NumPy format, memory-mapped
     index.parquet   the canonical site table (read_metadata columns) plus ``row``, the site's row in images.npy
     build.json      while packing: what is being packed (source, size, shape), so a rerun resumes or refuses
     done.npy        while packing: one flag per row, saved after each chunk's pixels are flushed
+
+Storage choice: the pack keeps the source's own bit depth, so it loses nothing (a 16-bit channel is stored as
+uint16, exactly as decoded; ``--size`` rounds the box filter's mean to the nearest integer of that depth). The
+network standardizes each channel (per site or per experiment) from these values, so 16-bit precision reaches the
+per-channel statistics. The cost is twice the bytes of a uint8 pack; a robust rescale to uint8 would halve it but
+quantize a 16-bit channel's useful range (often a few thousand grey levels) into 256 steps.
 
 Kept as one module although long: writing and reading a pack share its file names, manifest and checks.
 """
@@ -32,13 +39,12 @@ from tqdm.auto import tqdm
 from phenoprint.atomic import atomic_path, remove_stale_temporaries_of, write_json_atomic
 from phenoprint.data.images import load_site
 from phenoprint.data.layout import (
-    CHANNELS,
     METADATA_COLUMNS,
+    RXRX1_CHANNELS,
     SIRNA_NAME,
     Layout,
+    RxRx1Layout,
     detect_layout,
-    read_metadata,
-    site_status,
 )
 from phenoprint.data.synth.writer import PENDING_RECORD
 from phenoprint.errors import ImageFormatError, LayoutError
@@ -71,8 +77,9 @@ class PackResult:
 
 
 def resize_site(site: np.ndarray, size: int) -> np.ndarray:
-    """Resize a (C, H, W) uint8 site to (C, size, size) with a box filter: each output pixel is the area-weighted
-    mean of the input pixels under it, rounded to the nearest integer, so downsampling averages instead of aliasing.
+    """Resize a (C, H, W) uint8 or uint16 site to (C, size, size) with a box filter: each output pixel is the
+    area-weighted mean of the input pixels under it, rounded to the nearest integer, so downsampling averages
+    instead of aliasing.
 
     The filter runs in 32-bit float (PIL mode ``F``): PIL's 8-bit box filter rounds half up in fixed point, which
     brightens every site by half a grey level on average.
@@ -81,13 +88,15 @@ def resize_site(site: np.ndarray, size: int) -> np.ndarray:
         return site
     box = Image.Resampling.BOX
     planes = [np.asarray(Image.fromarray(plane.astype(np.float32)).resize((size, size), box)) for plane in site]
-    return np.clip(np.rint(np.stack(planes)), 0, 255).astype(np.uint8)
+    top = np.iinfo(site.dtype).max
+    return np.clip(np.rint(np.stack(planes)), 0, top).astype(site.dtype)
 
 
 def pack(
     root: str | Path,
     out: str | Path,
     *,
+    layout: str | None = None,
     size: int | None = None,
     workers: int | None = None,
     chunk: int = DEFAULT_CHUNK,
@@ -99,7 +108,8 @@ def pack(
     once ``manifest.json`` exists, which is written last.
 
     Args:
-        root: the data root (either RxRx1 layout).
+        root: the data root (any layout).
+        layout: read ``root`` in this layout (default: detected).
         out: the pack folder (created; must be empty or hold a pack of the same source and size).
         size: resize every site to size x size with an area filter; default: keep the PNGs' pixels exactly.
         workers: decoding processes (default: CPU count; 1 decodes in this process).
@@ -119,11 +129,12 @@ def pack(
         raise ValueError(f"size must be 8-4096 px, got {size}")
     start = time.perf_counter()
     out = Path(out)
-    layout = detect_layout(root)
-    meta, n_missing = _sites_with_images(root)
-    if (layout.root / PENDING_RECORD).is_file():
+    found = detect_layout(root, layout)
+    log.info("%s: %s", root, found.reason)
+    meta, n_missing = _sites_with_images(found)
+    if (found.root / PENDING_RECORD).is_file():
         log.warning("%s holds an unfinished phenoprint synth run; packing the sites written so far", root)
-    build = _build_record(root, layout, meta, size)
+    build = _build_record(root, found, meta, size)
     state = _claim(out, build)
     if state == "complete":
         log.info("%s already holds this pack, complete", out)
@@ -132,48 +143,44 @@ def pack(
     if state == "fresh":
         with atomic_path(out / INDEX) as tmp:
             meta.assign(row=np.arange(len(meta), dtype=np.int64)).to_parquet(tmp, index=False)
-        np.lib.format.open_memmap(out / IMAGES, mode="w+", dtype=np.uint8, shape=shape).flush()
+        np.lib.format.open_memmap(out / IMAGES, mode="w+", dtype=np.dtype(build["dtype"]), shape=shape).flush()
         _save_done(np.zeros(len(meta), dtype=bool), out / DONE)
-    decoded, resumed = _decode_remaining(layout, out, meta, size=size, workers=workers, chunk=chunk, progress=progress)
-    _finish(out, build, layout.name, n_missing)
+    decoded, resumed = _decode_remaining(found, out, meta, size=size, workers=workers, chunk=chunk, progress=progress)
+    _finish(out, build, found, n_missing)
     seconds = time.perf_counter() - start
     log.info("packed %d sites of %s into %s (%s) in %.1f s", len(meta), root, out, "x".join(map(str, shape)), seconds)
     return PackResult(out, len(meta), decoded, resumed, n_missing, seconds)
 
 
-def _sites_with_images(root: str | Path) -> tuple[pd.DataFrame, int]:
-    """The listed sites of ``root`` that have images (renumbered), and how many listed sites have none."""
-    meta = read_metadata(root)
-    present = site_status(meta, root).to_numpy()
-    n_missing = int((~present).sum())
-    if n_missing:
-        log.info(
-            "%d of %d listed sites have no images on disk; packing the %d that do",
-            n_missing,
-            len(meta),
-            len(meta) - n_missing,
-        )
-    meta = meta[present].reset_index(drop=True)
+def _sites_with_images(layout: Layout) -> tuple[pd.DataFrame, int]:
+    """The listed sites of ``layout`` that have images (renumbered), and how many listed sites have none."""
+    from phenoprint.data.source import PngSource
+
+    source = PngSource(layout)
+    listed = source.metadata
+    meta = source.with_images(listed, "not packed").reset_index(drop=True)
     if meta.empty:
-        raise LayoutError(f"{root}: none of the {len(present)} listed sites has images; nothing to pack")
-    return meta, n_missing
+        raise LayoutError(f"{layout.root}: none of the {len(listed)} listed sites has images; nothing to pack")
+    return meta, len(listed) - len(meta)
 
 
 def _build_record(root: str | Path, layout: Layout, meta: pd.DataFrame, size: int | None) -> dict[str, Any]:
     """What identifies the pack being built (source, size, shape, site list): a resumed build must match it."""
-    height, width = _site_shape(layout, meta.iloc[0])
+    first = meta.iloc[0]
+    height, width = _site_shape(layout, first)
+    dtype = "uint8" if isinstance(layout, RxRx1Layout) else str(_site_dtype(layout, first))
     if size is not None:
         if size > min(height, width):
             log.warning("--size %d enlarges %dx%d sites: the box filter only repeats pixels", size, width, height)
         height = width = size
-    shape = (len(meta), len(CHANNELS), height, width)
+    shape = (len(meta), len(layout.channels), height, width)
     return {
         "format_version": PACK_FORMAT_VERSION,
         "source_root": str(root),
         "source_resolved": str(Path(root).resolve()),
         "size": size,
         "shape": list(shape),
-        "dtype": "uint8",
+        "dtype": dtype,
         "n_sites": len(meta),
         "sites_sha256": _sites_digest(meta),
     }
@@ -201,11 +208,13 @@ def _decode_remaining(
     return len(todo), resumed
 
 
-def _finish(out: Path, build: dict[str, Any], layout_name: str, n_missing: int) -> None:
+def _finish(out: Path, build: dict[str, Any], layout: Layout, n_missing: int) -> None:
     """Write the manifest (the pack becomes readable) and remove the build's bookkeeping."""
     manifest = {
         **build,
-        "layout": layout_name,
+        "layout": layout.name,
+        "channels": list(layout.channels),
+        "layout_description": layout.describe(),
         "n_missing": n_missing,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -216,14 +225,22 @@ def _finish(out: Path, build: dict[str, Any], layout_name: str, n_missing: int) 
 
 
 def _site_shape(layout: Layout, first: Any) -> tuple[int, int]:
-    """(height, width) of a site, from its first channel's PNG header."""
-    path = layout.site_path(first.experiment, first.plate, first.well, first.site, CHANNELS[0])
+    """(height, width) of a site, from its first channel's PNG header (RxRx1) or its decoded first channel."""
+    path = layout.site_files(first.experiment, first.plate, first.well, first.site)[0].path
+    if not isinstance(layout, RxRx1Layout):
+        h, w = load_site(layout, first.experiment, first.plate, first.well, first.site).shape[1:]
+        return int(h), int(w)
     try:
         with Image.open(path) as im:
             width, height = im.size
     except OSError as exc:
         raise ImageFormatError(path, f"cannot be read ({exc})") from exc
     return height, width
+
+
+def _site_dtype(layout: Layout, first: Any) -> np.dtype:
+    """The pixel type of the pack: that of the first site (a later site of another depth is refused)."""
+    return load_site(layout, first.experiment, first.plate, first.well, first.site).dtype
 
 
 def _sites_digest(meta: pd.DataFrame) -> str:
@@ -297,8 +314,15 @@ def decode_into(layout: Layout, images: Path, task: Sequence[tuple[Any, ...]], s
         pixels = load_site(layout, experiment, plate, well, site)
         if size is not None:
             pixels = resize_site(pixels, size)
+        if pixels.dtype != array.dtype:
+            path = layout.site_files(experiment, plate, well, site)[0].path
+            raise ImageFormatError(
+                path,
+                f"a site of {pixels.dtype.itemsize * 8}-bit images in a pack of {array.dtype.itemsize * 8}-bit ones "
+                "(fixed by the first site); every site of a data root must have one bit depth per channel",
+            )
         if pixels.shape != array.shape[1:]:
-            path = layout.site_path(experiment, plate, well, site, CHANNELS[0])
+            path = layout.site_files(experiment, plate, well, site)[0].path
             raise ImageFormatError(
                 path,
                 f"site of size {pixels.shape[2]}x{pixels.shape[1]} in a pack of {array.shape[3]}x{array.shape[2]}; "
@@ -353,10 +377,22 @@ class PackSource:
             index = pd.read_parquet(self.path / INDEX)
         except (OSError, ValueError) as exc:
             raise LayoutError(f"{self.path}: damaged pack ({exc}); pack again into a new folder") from exc
-        if list(self.images.shape) != list(self.manifest["shape"]) or self.images.dtype != np.uint8:
+        dtype = self.manifest["dtype"]
+        if (
+            list(self.images.shape) != list(self.manifest["shape"])
+            or dtype not in ("uint8", "uint16")
+            or self.images.dtype != np.dtype(dtype)
+        ):
             raise LayoutError(
                 f"{self.path}: images.npy is {self.images.dtype} {self.images.shape}, the manifest says "
-                f"uint8 {tuple(self.manifest['shape'])}; the pack is damaged, pack again"
+                f"{dtype} {tuple(self.manifest['shape'])}; the pack is damaged, pack again"
+            )
+        #: Channel names in stacking order (packs of RxRx1 made before names were recorded: RxRx1's).
+        self.channel_names: tuple[str, ...] = tuple(self.manifest.get("channels", RXRX1_CHANNELS))
+        if len(self.channel_names) != self.images.shape[1]:
+            raise LayoutError(
+                f"{self.path}: the manifest names {len(self.channel_names)} channels, images.npy holds "
+                f"{self.images.shape[1]}; the pack is damaged, pack again"
             )
         if len(index) != self.images.shape[0] or not np.array_equal(index["row"], np.arange(len(index))):
             raise LayoutError(f"{self.path}: index.parquet does not list rows 0-{self.images.shape[0] - 1}; pack again")
@@ -411,7 +447,7 @@ class PackSource:
             raise ValueError(f"rows must be 1-D, got shape {rows.shape}")
         if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
             raise ValueError(f"rows must be in 0-{len(self) - 1}, got {rows.min()}-{rows.max()}")
-        out = np.empty((len(rows), *self.images.shape[1:]), dtype=np.uint8)
+        out = np.empty((len(rows), *self.images.shape[1:]), dtype=self.images.dtype)
         for i in np.argsort(rows, kind="stable"):  # one copy per site, straight from the map, in file order
             out[i] = self.images[rows[i]]
         return out

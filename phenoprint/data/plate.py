@@ -1,9 +1,10 @@
-"""The RxRx1 plate design: the 308 used wells of a 384-well plate, and treatment groups learned from labels."""
+"""Plate geometry (96/384/1536 wells), the 308 used wells of RxRx1, and treatment groups learned from labels."""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,90 @@ PLATE_COLUMNS_384 = tuple(range(1, 25))
 USED_ROWS = PLATE_ROWS_384[1:-1]
 USED_COLUMNS = PLATE_COLUMNS_384[1:-1]
 USED_WELLS: tuple[str, ...] = tuple(f"{r}{c:02d}" for r in USED_ROWS for c in USED_COLUMNS)
+
+
+@dataclass(frozen=True)
+class PlateGeometry:
+    """A plate format: its rows and columns (96: 8 x 12, 384: 16 x 24, 1536: 32 x 48)."""
+
+    n_rows: int
+    n_columns: int
+
+    @property
+    def n_wells(self) -> int:
+        return self.n_rows * self.n_columns
+
+    @property
+    def rows(self) -> tuple[str, ...]:
+        """Row names: A to Z, then AA, AB and on (1536-well plates run to AF)."""
+        return tuple(row_name(i) for i in range(self.n_rows))
+
+    def wells(self) -> tuple[str, ...]:
+        """Every well name, row by row (``A01``, ``A02`` ...)."""
+        return tuple(f"{r}{c:02d}" for r in self.rows for c in range(1, self.n_columns + 1))
+
+    def contains(self, well: str) -> bool:
+        """Whether a well name lies on this plate."""
+        try:
+            row, col = parse_well(well)
+        except ValueError:
+            return False
+        return row < self.n_rows and col < self.n_columns
+
+    def describe(self) -> str:
+        return f"{self.n_wells}-well plate (rows A-{row_name(self.n_rows - 1)}, columns 01-{self.n_columns:02d})"
+
+
+#: The standard plate formats, smallest first.
+PLATE_FORMATS: dict[int, PlateGeometry] = {
+    96: PlateGeometry(8, 12),
+    384: PlateGeometry(16, 24),
+    1536: PlateGeometry(32, 48),
+}
+
+
+def row_name(index: int) -> str:
+    """Name of the zero-based row ``index`` (0: A, 25: Z, 26: AA)."""
+    return chr(ord("A") + index) if index < 26 else "A" + chr(ord("A") + index - 26)
+
+
+def parse_well(well: str) -> tuple[int, int]:
+    """Zero-based (row, column) of any plate's well name (``"B02"``: ``(1, 1)``, ``"AF48"``: ``(31, 47)``).
+
+    Raises:
+        ValueError: not one or two row letters followed by a column number.
+    """
+    letters = well.rstrip("0123456789")
+    digits = well[len(letters) :]
+    if not digits or not letters.isalpha() or not letters.isupper() or len(letters) > 2 or int(digits) < 1:
+        raise ValueError(f"{well!r} is not a well name; expected row letter(s) and a column number, e.g. B02 or AF48")
+    if len(letters) == 2 and letters[0] != "A":
+        raise ValueError(f"{well!r}: rows after Z are AA-AF (1536-well plates)")
+    row = ord(letters[-1]) - ord("A") + (26 if len(letters) == 2 else 0)
+    return row, int(digits) - 1
+
+
+def plate_geometry(wells: Sequence[str], plate_size: int | None = None) -> PlateGeometry:
+    """The plate format of these well names: ``plate_size`` when given, else the smallest standard one that holds
+    every well (a plate whose wells all lie in A01-H12 reads as 96-well).
+
+    Raises:
+        ValueError: an unknown ``plate_size``, a malformed name, or a well outside the plate (or outside 1536).
+    """
+    if plate_size is not None and plate_size not in PLATE_FORMATS:
+        raise ValueError(f"plate size must be one of {', '.join(map(str, PLATE_FORMATS))}, got {plate_size}")
+    positions = [parse_well(w) for w in wells]
+    max_row = max((r for r, _ in positions), default=0)
+    max_col = max((c for _, c in positions), default=0)
+    if plate_size is not None:
+        geometry = PLATE_FORMATS[plate_size]
+    else:
+        fits = [g for g in PLATE_FORMATS.values() if max_row < g.n_rows and max_col < g.n_columns]
+        geometry = fits[0] if fits else PLATE_FORMATS[1536]
+    outside = [w for w, (r, c) in zip(wells, positions, strict=True) if r >= geometry.n_rows or c >= geometry.n_columns]
+    if outside:
+        raise ValueError(f"well {outside[0]} lies outside a {geometry.describe()}")
+    return geometry
 
 
 def well_position(well: str) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""RGB composites of 6-channel sites in the published RxRx1 colours, with per-image or the published contrast."""
+"""RGB composites of sites: RxRx1's published colours, other stains by name, per-image or the published contrast."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 
 from phenoprint.atomic import atomic_path
 from phenoprint.data.images import check_channels, load_site
-from phenoprint.data.layout import CHANNELS, detect_layout, read_metadata, site_status
+from phenoprint.data.layout import CHANNEL_NAMES, CHANNELS, detect_layout, read_metadata
+from phenoprint.data.source import PngSource
 from phenoprint.errors import UnknownExperimentError
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,58 @@ RGB_MAP: dict[int, tuple[tuple[int, int, int], tuple[int, int]]] = {
     6: ((254, 255, 40), (0, 191)),
 }
 
+#: Display colour of a stain, by (lower-case) name: DNA/Hoechst blue, ER green, AGP/actin red, RNA/nucleoli cyan,
+#: Mito magenta, Golgi yellow (RxRx1's colours for its six stains), brightfield grey.
+STAIN_COLOURS: dict[str, tuple[int, int, int]] = {
+    **{name: RGB_MAP[ch][0] for ch, name in CHANNEL_NAMES.items()},
+    "dna": RGB_MAP[1][0],
+    "hoechst": RGB_MAP[1][0],
+    "dapi": RGB_MAP[1][0],
+    "er": RGB_MAP[2][0],
+    "concanavalin": RGB_MAP[2][0],
+    "agp": RGB_MAP[3][0],
+    "phalloidin": RGB_MAP[3][0],
+    "rna": RGB_MAP[4][0],
+    "syto14": RGB_MAP[4][0],
+    "mito": RGB_MAP[5][0],
+    "mitotracker": RGB_MAP[5][0],
+    "golgi": RGB_MAP[6][0],
+    "brightfield": (128, 128, 128),
+    "bf": (128, 128, 128),
+    "highzbf": (128, 128, 128),
+    "lowzbf": (128, 128, 128),
+}
+#: Colours for channels of names the table does not know, in turn.
+FALLBACK_COLOURS: tuple[tuple[int, int, int], ...] = ((255, 128, 0), (128, 0, 255), (0, 160, 128), (200, 200, 200))
+
+
+def stain_colour(name: str, unknown_index: int = 0) -> tuple[int, int, int]:
+    """The display colour of a channel by its stain name (exact, then as a prefix: ``DNA_2`` is DNA), else a
+    fallback colour (logged)."""
+    key = name.lower()
+    if key in STAIN_COLOURS:
+        return STAIN_COLOURS[key]
+    for stain, colour in sorted(STAIN_COLOURS.items(), key=lambda kv: -len(kv[0])):
+        if key.startswith(stain) and len(stain) > 1:
+            return colour
+    log.info("no display colour for channel %r; showing it in a fallback colour", name)
+    return FALLBACK_COLOURS[unknown_index % len(FALLBACK_COLOURS)]
+
+
+def channel_colours(channels: Sequence[int | str]) -> list[tuple[int, int, int]]:
+    """Colours of RxRx1 channel numbers (their published map) or of channel names (:data:`STAIN_COLOURS`)."""
+    if all(isinstance(c, int | np.integer) for c in channels):
+        return [RGB_MAP[c][0] for c in check_channels([int(c) for c in channels])]
+    if len(set(channels)) != len(channels):
+        raise ValueError(f"channel names must be distinct, got {tuple(channels)}")
+    out, unknown = [], 0
+    for c in channels:
+        colour = stain_colour(str(c), unknown)
+        unknown += colour in FALLBACK_COLOURS
+        out.append(colour)
+    return out
+
+
 #: How channel intensities become display brightness: ``percentile`` stretches each image by its own intensities
 #: (every cell type readable); ``rxrx1`` uses the fixed ranges of :data:`RGB_MAP`, which suit HUVEC: HEPG2 sites,
 #: several times brighter, come out nearly all white with them.
@@ -42,8 +95,9 @@ CHANNEL_PERCENTILES = (1.0, 99.9)
 COMPOSITE_PERCENTILE = 99.5
 
 
-def to_rgb(site: np.ndarray, channels: Sequence[int] = CHANNELS, contrast: Contrast = "percentile") -> np.ndarray:
-    """Composite a (C, H, W) site into an (H, W, 3) uint8 RGB image in the RxRx1 colours.
+def to_rgb(site: np.ndarray, channels: Sequence[int | str] = CHANNELS, contrast: Contrast = "percentile") -> np.ndarray:
+    """Composite a (C, H, W) site into an (H, W, 3) uint8 RGB image in the RxRx1 colours (or, for channels given
+    by name, the colours of :data:`STAIN_COLOURS`).
 
     With ``contrast="rxrx1"`` each channel is scaled by its published display range, clipped at 1, multiplied by
     its colour and truncated to an integer; the colours are summed and clipped at 255, exactly as rxrx1-utils
@@ -53,11 +107,14 @@ def to_rgb(site: np.ndarray, channels: Sequence[int] = CHANNELS, contrast: Contr
     Raises:
         ValueError: ``site`` is not (C, H, W) with C matching ``channels``, or an unknown ``contrast``.
     """
-    chosen = check_channels(channels)
+    colours = channel_colours(channels)
     site = np.asarray(site)
-    if site.ndim != 3 or site.shape[0] != len(chosen):
-        raise ValueError(f"expected a (C, H, W) site with C={len(chosen)} channels, got shape {site.shape}")
+    if site.ndim != 3 or site.shape[0] != len(colours):
+        raise ValueError(f"expected a (C, H, W) site with C={len(colours)} channels, got shape {site.shape}")
     if contrast == "rxrx1":
+        if not all(isinstance(c, int | np.integer) for c in channels) or site.dtype != np.uint8:
+            raise ValueError("contrast 'rxrx1' is RxRx1's published 8-bit display ranges; use 'percentile' here")
+        chosen = check_channels([int(c) for c in channels])
         out = np.zeros((*site.shape[1:], 3), dtype=np.int64)
         for plane, ch in zip(site, chosen, strict=True):
             colour, (lo, hi) = RGB_MAP[ch]
@@ -68,10 +125,10 @@ def to_rgb(site: np.ndarray, channels: Sequence[int] = CHANNELS, contrast: Contr
     if contrast != "percentile":
         raise ValueError(f"contrast must be one of {', '.join(CONTRASTS)}; got {contrast!r}")
     total = np.zeros((*site.shape[1:], 3), dtype=np.float64)
-    for plane, ch in zip(site, chosen, strict=True):
+    for plane, colour in zip(site, colours, strict=True):
         lo, hi = np.percentile(plane, CHANNEL_PERCENTILES)
         x = np.clip((plane.astype(np.float64) - lo) / max(hi - lo, 1.0), 0.0, 1.0)
-        total += x[..., None] * np.asarray(RGB_MAP[ch][0], dtype=np.float64)
+        total += x[..., None] * np.asarray(colour, dtype=np.float64)
     top = float(np.percentile(total.max(axis=-1), COMPOSITE_PERCENTILE))
     return np.clip(total * (255.0 / max(top, 1.0)), 0, 255).astype(np.uint8)
 
@@ -92,6 +149,7 @@ def write_previews(
     metadata: pd.DataFrame | None = None,
     contrast: Contrast = "percentile",
     progress: bool = True,
+    layout: str | None = None,
 ) -> list[Path]:
     """Write RGB composites of the sites of a data root that have images.
 
@@ -106,6 +164,7 @@ def write_previews(
         metadata: the root's site table, when already read.
         contrast: ``percentile`` (each image stretched by its own intensities) or ``rxrx1`` (the published ranges).
         progress: show a progress bar.
+        layout: read ``root`` in this layout (default: detected).
 
     Returns:
         The written paths.
@@ -113,28 +172,21 @@ def write_previews(
     Raises:
         UnknownExperimentError: an experiment the metadata does not list.
     """
-    layout = detect_layout(root)
-    meta = read_metadata(root) if metadata is None else metadata
+    found = detect_layout(root, layout)
+    meta = read_metadata(found) if metadata is None else metadata
     if experiments:
         unknown = sorted(set(experiments) - set(meta.experiment))
         if unknown:
             raise UnknownExperimentError(unknown[0], set(meta.experiment))
         meta = meta[meta.experiment.isin(experiments)]
-    present = site_status(meta, root)
-    if not present.all():
-        log.info(
-            "%d of %d listed sites have no images on disk; previewing the %d that do",
-            int((~present).sum()),
-            len(meta),
-            int(present.sum()),
-        )
-    meta = meta[present]
+    meta = PngSource(found).with_images(meta, "not previewed")
     if limit is not None:
         meta = meta.head(limit)
     written = []
     rows = meta.itertuples(index=False)
     for r in tqdm(rows, total=len(meta), desc="previews", unit="site", disable=not progress):
-        rgb = to_rgb(load_site(layout, r.experiment, r.plate, r.well, r.site), contrast=contrast)
+        site = load_site(found, r.experiment, r.plate, r.well, r.site)
+        rgb = to_rgb(site, channels=CHANNELS if found.name != "loaddata" else found.channels, contrast=contrast)
         written.append(write_png_atomic(rgb, Path(out) / f"{r.experiment}_Plate{r.plate}_{r.well}_s{r.site}.png"))
     return written
 

@@ -25,10 +25,38 @@ def csv_list(text: str) -> tuple[str, ...]:
 
 
 def add_source(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--data", type=Path, required=required, help="RxRx1 data root (v1.0 or Kaggle layout, or synthetic)")
+    from phenoprint.data.layout import LAYOUTS
+
     p.add_argument(
-        "--pack", type=Path, default=None, help="read pixels from this `phenoprint pack` store instead of PNGs"
+        "--data",
+        type=Path,
+        required=required,
+        help="data root: RxRx1 (v1.0 or Kaggle layout, or synthetic) or a folder with a CellProfiler LoadData CSV",
     )
+    p.add_argument(
+        "--pack", type=Path, default=None, help="read pixels from this `phenoprint pack` store instead of image files"
+    )
+    p.add_argument(
+        "--layout",
+        choices=("auto", *LAYOUTS),
+        default="auto",
+        help="how --data is laid out; auto detects it (and logs why)",
+    )
+    p.add_argument(
+        "--channels",
+        type=channel_list,
+        default=None,
+        help="read only these channels, by name and in this order (e.g. DNA,ER,RNA,AGP,Mito to drop brightfield); "
+        "default: every channel of the data",
+    )
+
+
+def channel_list(text: str) -> tuple[str, ...]:
+    """``--channels DNA,ER,RNA`` as a tuple of names."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected channel names separated by commas, got {text!r}")
+    return names
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -167,7 +195,7 @@ def _run_embed(args: argparse.Namespace) -> int:
 
     ctx = init_distributed(args.device)
     try:
-        source = open_source(args.data, args.pack)
+        source = open_source(args.data, args.pack, layout=args.layout, channels=args.channels)
         meta = source.with_images(source.metadata, "not embedded")
         wells = select_wells(meta, args.experiment, args.controls_only)
         model = load_model(args.model, "cuda" if ctx.device.type == "cuda" else "cpu")

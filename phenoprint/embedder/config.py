@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from phenoprint.data.layout import CELL_TYPES
+from phenoprint.data.layout import CELL_TYPES, RXRX1_CHANNELS
 
 #: The margin heads (:mod:`phenoprint.embedder.heads` builds them), each with how it changes the target logit: the
 #: one list the ``HeadName`` type (a test checks they agree), the head builder and the command line's choices use.
@@ -32,7 +32,7 @@ RXRX1_NUM_CLASSES = 1139
 class ModelConfig:
     """What the network is; everything needed to rebuild it from ``model.safetensors``."""
 
-    backbone: str = "resnet18"  # any timm model name; created with in_chans=6, num_classes=0
+    backbone: str = "resnet18"  # any timm model name; created with in_chans=len(channels), num_classes=0
     pretrained: bool = False  # ImageNet weights adapted to 6 channels by timm (needs the internet or a cache)
     embedding_dim: int = 512  # width of the neck output, the vector every export and index uses
     num_classes: int = RXRX1_NUM_CLASSES  # siRNA classes of the margin head (controls are classes too)
@@ -43,9 +43,16 @@ class ModelConfig:
     cell_type_context: bool = False  # concatenate a cell-type one-hot before the neck (1st place RxRx1)
     cell_types: tuple[str, ...] = CELL_TYPES  # order of the one-hot
     dropout: float = 0.0  # dropout before the neck's linear layer
-    in_chans: int = 6  # input channels (RxRx1: w1-w6)
+    channels: tuple[str, ...] = RXRX1_CHANNELS  # input channel names, in order (data of other channels is refused)
+    in_chans: int = 0  # input channels: len(channels) (0 fills it in; kept so that older configs read back)
 
     def __post_init__(self) -> None:
+        if not self.channels or len(set(self.channels)) != len(self.channels):
+            raise ValueError(f"channels must be distinct names, at least one; got {self.channels}")
+        if self.in_chans == 0:
+            object.__setattr__(self, "in_chans", len(self.channels))
+        if self.in_chans != len(self.channels):
+            raise ValueError(f"in_chans {self.in_chans} differs from the {len(self.channels)} channels {self.channels}")
         _positive(self, "embedding_dim", "num_classes", "in_chans")
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {', '.join(HEADS)}; got {self.head!r}")
@@ -108,6 +115,26 @@ class TrainConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+
+
+def with_channels(config: TrainConfig, channels: tuple[str, ...]) -> TrainConfig:
+    """The config with its model's input set to these channel names (the data's, when training starts)."""
+    model = dataclasses.replace(config.model, channels=tuple(channels), in_chans=0)
+    return dataclasses.replace(config, model=model)
+
+
+def check_channels(model: ModelConfig, channels: tuple[str, ...], where: str) -> None:
+    """Refuse data whose channels are not the model's, by name and order (a model of RxRx1's six stains cannot read
+    five-channel JUMP sites, and two sources of the same count but another order would be read silently wrong).
+
+    Raises:
+        ValueError: the channels differ; says which, and how to select channels by name.
+    """
+    if tuple(channels) != tuple(model.channels):
+        raise ValueError(
+            f"{where} has channels {', '.join(channels)}, the model was trained on {', '.join(model.channels)}; "
+            "pass --channels with the model's names to select (and order) them by name, where the data has them all"
+        )
 
 
 def _positive(config: object, *names: str) -> None:

@@ -32,17 +32,19 @@ def site_statistics(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def standardize_batch(
     images: torch.Tensor, mean: torch.Tensor | None = None, std: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Per-channel standardization of a (N, C, H, W) uint8 batch to float32, on the batch's device.
+    """Per-channel standardization of a (N, C, H, W) uint8 batch (int32 for 16-bit data) to float32, on its device.
 
     With ``mean`` and ``std`` ((N, C): each sample's experiment statistics) those are used; without, each site is
     standardized by its own statistics. The std is floored like ``standardize_site`` so an empty channel stays
     finite.
 
     Raises:
-        ValueError: not a 4-D uint8 batch, or statistics of another shape than (N, C).
+        ValueError: not a 4-D uint8 (or int32) batch, or statistics of another shape than (N, C).
     """
-    if images.ndim != 4 or images.dtype != torch.uint8:
-        raise ValueError(f"expected a (N, C, H, W) uint8 batch, got {images.dtype} of shape {tuple(images.shape)}")
+    if images.ndim != 4 or images.dtype not in (torch.uint8, torch.int32):
+        raise ValueError(
+            f"expected a (N, C, H, W) uint8 (or int32) batch, got {images.dtype} of shape {tuple(images.shape)}"
+        )
     if (mean is None) != (std is None):
         raise ValueError("give both mean and std, or neither (per-site statistics)")
     if mean is None or std is None:

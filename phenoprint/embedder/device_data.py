@@ -50,7 +50,9 @@ class RawWellDataset(WellDataset):
 
     def _raw(self, i: int, site: int) -> np.ndarray:
         exp, plate, well = self._key[i]
-        return np.ascontiguousarray(self.source.load(exp, int(plate), well, int(site)))
+        raw = self.source.load(exp, int(plate), well, int(site))
+        # 16-bit sites cross the bus as int32: torch's uint16 is a storage type with few kernels (half of float32)
+        return np.ascontiguousarray(raw if raw.dtype == np.uint8 else raw.astype(np.int32))
 
     def _stats(self, i: int, channels: int) -> dict[str, torch.Tensor]:
         """The experiment's (C,) mean and std as float32, as ``standardize_site`` applies them; {} per-site."""

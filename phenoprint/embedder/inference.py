@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from phenoprint.data.source import SiteSource
 from phenoprint.embedder.checkpoint import MODEL_FILE, RUN_FILE, fingerprint, load_weights, read_run
-from phenoprint.embedder.config import TrainConfig
+from phenoprint.embedder.config import TrainConfig, check_channels
 from phenoprint.embedder.data import ChannelStats, WellDataset, collate_sites, experiment_channel_stats
 from phenoprint.embedder.device_data import InferencePrepare, RawWellDataset, collate_raw_sites, preprocess_on_device
 from phenoprint.embedder.distributed import resolve_device
@@ -402,6 +402,7 @@ def embed_wells(
             the device), ``loader`` (in the workers), ``auto`` (the device on CUDA).
     """
     embedder.eval()
+    check_channels(config.model, source.channel_names, repr(source))
     stats = _stats_for(source, wells, config, channel_stats)
     wells = wells.reset_index(drop=True)
     dim = config.model.embedding_dim

@@ -37,7 +37,7 @@ from phenoprint.embedder.checkpoint import (
     save_checkpoint,
     write_run,
 )
-from phenoprint.embedder.config import TrainConfig
+from phenoprint.embedder.config import TrainConfig, check_channels
 from phenoprint.embedder.data import GroupBatchSampler, WellDataset, collate_train, experiment_channel_stats, well_table
 from phenoprint.embedder.device_data import RawWellDataset, TrainPrepare, collate_raw_train, preprocess_on_device
 from phenoprint.embedder.distributed import DistContext, init_distributed, shutdown_distributed
@@ -292,6 +292,7 @@ def _prepare(config: TrainConfig, source: SiteSource, run_dir: Path, ctx: DistCo
     if ckpt is not None:
         _check_resumable(checkpoint_config(ckpt), config)
 
+    check_channels(config.model, source.channel_names, f"the training data ({source!r})")
     torch.manual_seed(config.seed)
     train_w, val_w = split_wells(source.metadata, config.holdout, source)
     max_label = int(train_w.sirna_id.max())

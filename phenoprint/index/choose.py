@@ -351,10 +351,8 @@ def _score_all(
                 on_p = queries & (plates == p)
                 # leave plate p out: its controls are the queries, so they are neither entries nor in the target's fit
                 hidden = on_p if len(query_plates) > 1 else queries
-                if per_plate:  # a plate's statistics come from its own reference wells, as in the index
-                    fit_rows = ref & target
-                else:
-                    fit_rows = ref & target & ~on_p if len(query_plates) > 1 else ref & target
+                # per plate, a plate's statistics come from its own reference wells, as in the index
+                fit_rows = ref & target & (~on_p if not per_plate and len(query_plates) > 1 else True)
                 keys = batch_keys(base.meta, per_plate)
                 stats = {
                     **other_stats,

@@ -129,7 +129,13 @@ def write_predictions(wells: pd.DataFrame, out: str | Path) -> tuple[Path, Path]
 
 
 def embed_batch(
-    model_dir: Path, data: Path, pack: Path | None, index: ExperimentIndex, workers: int = 0
+    model_dir: Path,
+    data: Path,
+    pack: Path | None,
+    index: ExperimentIndex,
+    workers: int = 0,
+    layout: str | None = None,
+    channels: tuple[str, ...] | None = None,
 ) -> EmbeddingTable:
     """Embed every well of the index's experiment from its images, as onboarding embedded it (the TTA, input
     statistics and adapted batch-norm statistics its index recorded)."""
@@ -144,7 +150,7 @@ def embed_batch(
             f"the index of {index.experiment} was built from model {index.fingerprint[:16]}…, not from "
             f"{model.fingerprint[:16]}… ({model_dir})"
         )
-    source = open_source(data, pack)
+    source = open_source(data, pack, layout=layout, channels=channels)
     wells = select_wells(source.metadata, (index.experiment,))
     record = EmbedderRecord.read(index.manifest.get("producer"), index.producer_arrays)
     record.check_tta(f"the index of {index.experiment}")

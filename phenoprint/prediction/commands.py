@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from phenoprint.cli import Command
+from phenoprint.data.layout import LAYOUTS
+from phenoprint.embedder.commands import channel_list
 from phenoprint.index.config import MODES
 
 
@@ -26,6 +28,10 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--data", type=Path, default=None, help="data root to embed the batch from (with --model)")
     p.add_argument("--pack", type=Path, default=None, help="packed images of --data (faster than its PNGs)")
+    p.add_argument("--layout", choices=("auto", *LAYOUTS), default="auto", help="how --data is laid out (auto: detect)")
+    p.add_argument(
+        "--channels", type=channel_list, default=None, help="read only these channels of --data, by name (as for embed)"
+    )
     p.add_argument("--model", type=Path, default=None, help="the run directory the index was built with")
     p.add_argument("--workers", type=int, default=0, help="image loader processes when embedding")
     p.add_argument(
@@ -64,7 +70,12 @@ def _run_predict(args: argparse.Namespace) -> int:
             return _usage("give either --embeddings or --data with --model, not both")
         table = concat_tables([read_embeddings(p) for p in args.embeddings], names=[str(p) for p in args.embeddings])
     elif args.data is not None and args.model is not None:
-        table = concat_tables([embed_batch(args.model, args.data, args.pack, ix, args.workers) for ix in indexes])
+        table = concat_tables(
+            [
+                embed_batch(args.model, args.data, args.pack, ix, args.workers, args.layout, args.channels)
+                for ix in indexes
+            ]
+        )
     else:
         return _usage("give the batch's --embeddings, or --data and --model to embed it")
     run = predict_tables(indexes, table, k=args.k, mode=args.mode)

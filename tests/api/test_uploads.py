@@ -257,3 +257,51 @@ def test_any_multipart_request_gets_a_200_or_a_clear_4xx_never_a_5xx(client, rea
         assert detail
         if isinstance(detail, list):
             assert all(e["msg"] for e in detail)
+
+
+# --- models of named channels (LoadData): one part per channel name, or a multi-page TIFF per site ---
+
+NAMED = ("DNA", "ER", "RNA", "AGP", "Mito")
+
+
+def _tiff(array: np.ndarray) -> bytes:
+    import io
+
+    import tifffile
+
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, array, photometric="minisblack")
+    return buffer.getvalue()
+
+
+def _named_site(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 4096, size=(5, 9, 12)).astype(np.uint16)
+
+
+def test_named_channels_per_part_and_multipage_decode_to_the_source_arrays() -> None:
+    sites = {1: _named_site(1), 3: _named_site(3)}
+    parts = [
+        UploadedFile(f"C07_s{s}_{c.lower()}.tif", _tiff(a[k])) for s, a in sites.items() for k, c in enumerate(NAMED)
+    ][::-1]
+    well = read_well(parts, max_sites=4, channels=NAMED)
+    assert well.site_numbers == (1, 3)
+    assert well.well == "C07"
+    assert well.sites.dtype == np.uint16
+    np.testing.assert_array_equal(well.sites, np.stack([sites[1], sites[3]]))
+    multipage = [UploadedFile(f"s{s}.tif", _tiff(a)) for s, a in sites.items()]
+    np.testing.assert_array_equal(read_well(multipage, max_sites=4, channels=NAMED).sites, well.sites)
+
+
+def test_named_channel_refusals_say_what_to_send() -> None:
+    site = _named_site(0)
+    parts = [UploadedFile(f"s1_{c}.tif", _tiff(site[k])) for k, c in enumerate(NAMED)]
+    with pytest.raises(ImageFormatError, match="channel\\(s\\) Mito missing"):
+        read_well(parts[:-1], channels=NAMED)
+    with pytest.raises(ImageFormatError, match="'Brightfield' is not one of the model's DNA, ER, RNA, AGP, Mito"):
+        read_well([*parts[:-1], UploadedFile("s1_Brightfield.tif", _tiff(site[0]))], channels=NAMED)
+    with pytest.raises(ImageFormatError, match="multi-page TIFF needs 5 pages"):
+        read_well([UploadedFile("s1.tif", _tiff(site[:3]))], channels=NAMED)
+    with pytest.raises(ImageFormatError, match="files of 3 sites were sent; at most 2"):
+        read_well([UploadedFile(f"s{s}.tif", _tiff(site)) for s in (1, 2, 3)], max_sites=2, channels=NAMED)
+    with pytest.raises(NotPngError, match="neither PNG nor TIFF"):
+        read_well([UploadedFile("s1_DNA.tif", b"GIF89a....")], channels=NAMED)

@@ -149,3 +149,65 @@ def test_incomplete_pngs_say_what_is_missing_without_a_buffer_repr(data: bytes, 
     assert words in info.value.problem
     assert "BytesIO" not in str(info.value)
     assert str(info.value).startswith("upload.png: ")
+
+
+# --- PNG and TIFF of 8 and 16 bits (LoadData layouts); anything else refused saying what to do ---
+
+
+def _png_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _tiff_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    import tifffile
+
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, array, photometric="minisblack")
+    return buffer.getvalue()
+
+
+def test_16_bit_png_and_tiff_decode_exactly() -> None:
+    from phenoprint.data.images import decode_image
+
+    plane = np.random.default_rng(0).integers(0, 65536, size=(9, 11)).astype(np.uint16)
+    for data in (_png_bytes(plane), _tiff_bytes(plane)):
+        got = decode_image(data, "x")
+        assert got.dtype == np.uint16
+        np.testing.assert_array_equal(got, plane)
+    eight = plane.astype(np.uint8)
+    np.testing.assert_array_equal(decode_image(_tiff_bytes(eight), "x"), eight)
+
+
+def test_rxrx1_pngs_stay_8_bit_only() -> None:
+    with pytest.raises(ImageFormatError, match="expected 8-bit grayscale"):
+        decode_png(_png_bytes(np.zeros((4, 4), dtype=np.uint16)), "x.png")
+
+
+def test_multi_page_tiff_decodes_to_pages() -> None:
+    from phenoprint.data.images import decode_image
+
+    stack = np.arange(5 * 6 * 7, dtype=np.uint16).reshape(5, 6, 7)
+    np.testing.assert_array_equal(decode_image(_tiff_bytes(stack), "site.tif"), stack)
+
+
+def test_jpeg2000_is_refused_saying_how_to_convert() -> None:
+    from phenoprint.data.images import decode_image
+
+    jp2 = b"\x00\x00\x00\x0cjP  \r\n\x87\n" + b"\x00" * 32
+    with pytest.raises(ImageFormatError, match=r"site\.jp2: a JPEG-2000 image.*opj_decompress"):
+        decode_image(jp2, "site.jp2")
+    with pytest.raises(ImageFormatError, match="neither PNG nor TIFF"):
+        decode_image(b"\xff\xd8\xff\xe0 jpeg", "site.jpg")
+
+
+def test_float_tiff_is_refused() -> None:
+    from phenoprint.data.images import decode_image
+
+    with pytest.raises(ImageFormatError, match="float32 samples; expected 8- or 16-bit unsigned"):
+        decode_image(_tiff_bytes(np.zeros((4, 4), dtype=np.float32)), "f.tif")

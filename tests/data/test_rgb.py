@@ -117,3 +117,20 @@ def test_a_preview_sheet_is_one_labelled_png(rxrx1_root: Path, tmp_path: Path) -
         assert image.size[0] > 400
     with pytest.raises(ValueError, match="at least one site"):
         write_preview_sheet(rxrx1_root, [], tmp_path / "none.png")
+
+
+def test_stain_colours_by_name_keep_rxrx1s_map() -> None:
+    from phenoprint.data.rgb import RGB_MAP, channel_colours, stain_colour, to_rgb
+
+    assert channel_colours([1, 2, 3, 4, 5, 6]) == [RGB_MAP[c][0] for c in range(1, 7)]
+    assert stain_colour("DNA") == RGB_MAP[1][0]  # blue, as RxRx1's nuclei
+    assert stain_colour("Hoechst") == RGB_MAP[1][0]
+    assert stain_colour("ER") == RGB_MAP[2][0]
+    assert stain_colour("AGP") == RGB_MAP[3][0]
+    assert stain_colour("RNA") == RGB_MAP[4][0]
+    assert stain_colour("Mito") == RGB_MAP[5][0]
+    site = np.zeros((2, 4, 4), dtype=np.uint16)
+    site[0, 0, 0] = 40000  # a 16-bit DNA spot shows blue
+    rgb = to_rgb(site, channels=("DNA", "Brightfield"))
+    assert rgb.shape == (4, 4, 3)
+    assert rgb[0, 0, 2] > rgb[0, 0, 0]

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from phenoprint.data.layout import METADATA_COLUMNS, SIRNA_NAME
+from phenoprint.data.layout import METADATA_COLUMNS, RXRX1_CHANNELS, SIRNA_NAME
 from phenoprint.data.plate import USED_WELLS
 
 
@@ -35,6 +35,10 @@ class FakeSource:
     @property
     def metadata(self) -> pd.DataFrame:
         return self._metadata
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        return RXRX1_CHANNELS
 
     def with_images(self, metadata: pd.DataFrame, skipped: str) -> pd.DataFrame:
         return metadata

@@ -61,3 +61,29 @@ def test_a_train_command_line_without_options_asks_for_the_default_config() -> N
     choices = {a.dest: tuple(a.choices) for a in train._actions if a.choices}
     assert choices["normalization"] == get_args(NormName)
     assert choices["sampler"] == get_args(SamplerName)
+
+
+def test_channels_by_name_set_the_input_width() -> None:
+    from phenoprint.data.layout import RXRX1_CHANNELS
+    from phenoprint.embedder.config import ModelConfig
+
+    assert ModelConfig().channels == RXRX1_CHANNELS
+    assert ModelConfig().in_chans == 6
+    five = ModelConfig(channels=("DNA", "ER", "RNA", "AGP", "Mito"))
+    assert five.in_chans == 5
+    assert ModelConfig(in_chans=6).in_chans == 6  # configs written before channel names read back
+    with pytest.raises(ValueError, match="in_chans 6 differs from the 5 channels"):
+        ModelConfig(channels=five.channels, in_chans=6)
+    with pytest.raises(ValueError, match="distinct names"):
+        ModelConfig(channels=("DNA", "DNA"))
+
+
+def test_data_of_other_channels_is_refused() -> None:
+    from phenoprint.embedder.config import ModelConfig, check_channels
+
+    model = ModelConfig(channels=("DNA", "ER", "RNA", "AGP", "Mito"))
+    check_channels(model, ("DNA", "ER", "RNA", "AGP", "Mito"), "data")
+    with pytest.raises(ValueError, match=r"data has channels DNA, ER, RNA, AGP, Mito, Brightfield.*--channels"):
+        check_channels(model, ("DNA", "ER", "RNA", "AGP", "Mito", "Brightfield"), "data")
+    with pytest.raises(ValueError, match="trained on DNA, ER, RNA, AGP, Mito"):
+        check_channels(model, ("ER", "DNA", "RNA", "AGP", "Mito"), "data")  # same count, another order

@@ -125,7 +125,9 @@ def test_embedding_on_the_device_path_gives_the_loader_paths_vectors(fake_source
 @pytest.mark.slow
 def test_training_on_the_device_path_follows_the_loader_paths_losses(fake_source, tmp_path: Path) -> None:
     """Same seeds, same draws: the two paths feed the same batches (up to float rounding of the inputs), so the
-    first steps' losses agree closely (later ones drift apart as Adam amplifies the rounding)."""
+    first step's loss agrees closely and the second's within 1% (Adam's first update is about lr x sign(gradient),
+    so gradients near zero whose sign the rounding flips move their weights by 2 lr: under load the CPU kernels'
+    rounding varies, and a full `make test` once saw 0.1% at the second step)."""
     base = TrainConfig(
         model=ModelConfig(backbone="resnet10t", embedding_dim=16, num_classes=8, head="cosface", margin=0.1, scale=8),
         image_size=24,
@@ -148,7 +150,8 @@ def test_training_on_the_device_path_follows_the_loader_paths_losses(fake_source
             on_step=lambda _step, loss, seen=seen: seen.append(loss),
         )
     assert len(losses["loader"]) == len(losses["device"]) == 3
-    np.testing.assert_allclose(losses["device"][:2], losses["loader"][:2], rtol=1e-4)
+    np.testing.assert_allclose(losses["device"][0], losses["loader"][0], rtol=1e-4)
+    np.testing.assert_allclose(losses["device"][1], losses["loader"][1], rtol=1e-2)
 
 
 def test_the_prefetcher_hands_out_every_batch_prepared_and_in_order(fake_source) -> None:
@@ -185,3 +188,30 @@ def test_on_cuda_the_prefetched_batches_equal_the_cpu_ones(fake_source) -> None:
         assert got["image"].is_cuda
         assert got["image"].is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(got["image"].cpu(), TrainPrepare(24)(batch, CPU)["image"], atol=1e-4, rtol=1e-4)
+
+
+class _SixteenBit:
+    """The fake source's sites scaled to 16 bits (x 257 plus a low-bit pattern), as a LoadData source delivers them."""
+
+    def __init__(self, source) -> None:  # type: ignore[no-untyped-def]
+        self.source = source
+
+    metadata = property(lambda self: self.source.metadata)
+    channel_names = property(lambda self: self.source.channel_names)
+
+    def with_images(self, metadata, skipped):  # type: ignore[no-untyped-def]
+        return metadata
+
+    def load(self, experiment: str, plate: int, well: str, site: int) -> np.ndarray:
+        raw = self.source.load(experiment, plate, well, site).astype(np.uint16)
+        return raw * 257 + (np.arange(raw.size, dtype=np.uint16).reshape(raw.shape) % 7)
+
+
+def test_16_bit_sites_finished_on_the_device_equal_the_loader_path(fake_source) -> None:
+    source = _SixteenBit(fake_source)
+    loader_ds, raw_ds = _datasets(source, False)
+    want = collate_sites([loader_ds[i] for i in range(3)])
+    raw = collate_raw_sites([raw_ds[i] for i in range(3)])
+    assert raw["image"].dtype == torch.int32  # uint16 values, exactly, in a type every kernel has
+    got = InferencePrepare(24)(raw, CPU)
+    torch.testing.assert_close(got["image"], want["image"], atol=1e-4, rtol=1e-4)

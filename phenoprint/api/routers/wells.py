@@ -82,7 +82,12 @@ async def classify_well(
     model = service.model
     cell_type = loaded.index.cell_type if model.config.model.cell_type_context else None
     with service.batcher.arriving() as arrival:
-        upload = await read_uploads(files, max_sites=2, max_pixels=settings.max_image_pixels)
+        upload = await read_uploads(
+            files,
+            max_sites=settings.max_sites_per_well,
+            max_pixels=settings.max_image_pixels,
+            channels=service.model.config.model.channels,
+        )
         decoded = time.perf_counter()
         vectors = await arrival.submit(service.well_images(upload.sites, loaded, cell_type))
     embedded = time.perf_counter()
@@ -150,7 +155,12 @@ async def embed_well(
             "this model standardizes images by per-experiment statistics: send `experiment` (see GET /experiments)",
         )
     with service.batcher.arriving() as arrival:
-        upload = await read_uploads(files, max_sites=2, max_pixels=settings.max_image_pixels)
+        upload = await read_uploads(
+            files,
+            max_sites=settings.max_sites_per_well,
+            max_pixels=settings.max_image_pixels,
+            channels=service.model.config.model.channels,
+        )
         decoded = time.perf_counter()
         vectors = await arrival.submit(service.well_images(upload.sites, loaded, cell_type))
     embedded = time.perf_counter()

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from phenoprint import __version__
 from phenoprint.atomic import atomic_path, write_json_atomic
-from phenoprint.data.layout import CHANNELS, SITES, Layout
+from phenoprint.data.layout import CHANNELS, SITES, RxRx1Layout
 from phenoprint.data.synth.batch import site_conditions
 from phenoprint.data.synth.biology import phenotype
 from phenoprint.data.synth.design import SynthConfig, build_design, layout_fingerprint, site_table
@@ -196,7 +196,7 @@ def render_wells(config: SynthConfig, root: Path, wells: list[dict[str, Any]]) -
     Returns:
         (sites rendered, sites skipped).
     """
-    layout = Layout(Path(root), "v1")
+    layout = RxRx1Layout(Path(root), "v1")
     rendered = skipped = 0
     for w in wells:
         biology = phenotype(config.seed, w["sirna_id"], w["well_type"], w["cell_type"])
