@@ -1,5 +1,9 @@
 """Batch centering fitted on an experiment's reference wells: none, center, center_scale, TVN, pycytominer's robust
-standardization, and sphering (ZCA, ZCA-cor, TVN) fitted on the reference wells of all batches pooled."""
+standardization, and sphering (ZCA, ZCA-cor, TVN) fitted on the reference wells of all batches pooled.
+
+Kept as one module although long: every centering shares one statistics type, its fit/apply pair and its
+storage, and the pooled sphering is composed from the per-batch fits.
+"""
 
 from __future__ import annotations
 

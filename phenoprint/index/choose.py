@@ -1,4 +1,8 @@
-"""``--center auto``: score every (centering x mode) on a batch's own labelled controls and keep the best."""
+"""``--center auto``: score every (centering x mode) on a batch's own labelled controls and keep the best.
+
+Kept as one module although long: the two ways of ranking candidates (on the controls, on the training
+experiments' treatments) share the candidates, the selection record and its fallback.
+"""
 
 from __future__ import annotations
 
@@ -129,16 +133,7 @@ def choose_config(
         centers = CONTROL_CANDIDATES
     rows = _score_all(table, experiment, centers, modes, config) if control_classes >= 2 else []
     if not rows:
-        center, per_plate, mode = (
-            (FALLBACK[0], FALLBACK[1]) if config.center == AUTO else (config.center, config.per_plate)
-        ) + ((FALLBACK[2] if config.mode == AUTO else config.mode),)
-        reason = (
-            f"{experiment} has no labelled control wells on which to compare choices (or no other experiment has): "
-            f"using {_name(center, per_plate, mode)}"
-        )
-        log.warning("%s", reason)
-        sel = Selection(center, per_plate, mode, [], float("nan"), float("nan"), True, reason)
-        return replace(config, center=center, per_plate=per_plate, mode=mode), sel
+        return _fallback(experiment, config)
     order = sorted(range(len(rows)), key=lambda i: (-rows[i]["assigned_top1"], -rows[i]["top1"], -rows[i]["map"], i))
     order = _default_unless_beaten(rows, order, config)
     best = rows[order[0]]
@@ -176,6 +171,20 @@ def choose_config(
     return resolved, sel
 
 
+def _fallback(experiment: str, config: Any) -> tuple[Any, Selection]:
+    """The default (:data:`FALLBACK`, or what the config fixes), where nothing could be scored."""
+    center, per_plate, mode = (
+        (FALLBACK[0], FALLBACK[1]) if config.center == AUTO else (config.center, config.per_plate)
+    ) + ((FALLBACK[2] if config.mode == AUTO else config.mode),)
+    reason = (
+        f"{experiment} has no labelled control wells on which to compare choices (or no other experiment has): "
+        f"using {_name(center, per_plate, mode)}"
+    )
+    log.warning("%s", reason)
+    sel = Selection(center, per_plate, mode, [], float("nan"), float("nan"), True, reason)
+    return replace(config, center=center, per_plate=per_plate, mode=mode), sel
+
+
 def _choose_on_training(
     table: EmbeddingTable,
     experiment: str,
@@ -200,44 +209,11 @@ def _choose_on_training(
     leader is partly the luckiest. Per plate goes before per experiment: it is the field's standard (pycytominer and
     the JUMP recipe normalize each plate on its own controls), and training batches of one plate each cannot tell
     the two apart."""
-    from phenoprint.index.build import assemble_index
-    from phenoprint.index.table_centering import center_table, fit_table_centering
-
-    others = table.subset(~table.experiment_mask(experiment))
-    treated = others.labelled_mask() & (others.meta["Metadata_well_type"] == "treatment").to_numpy()
-    exps = others.meta["Metadata_experiment"].to_numpy(dtype=str)
-    held = sorted(set(exps[treated]))
-    if len(held) < 2:
-        return None
-    variants = [(m, None) for m in modes] + ([("knn", 1)] if "knn" in modes and config.n_neighbors != 1 else [])
-    quiet = replace(config, center="none", mode="centroid", open_set_quantile=0.0, kind="flat")
-    labels = others.labels()
-    rows: list[dict[str, Any]] = []
-    for center, per_plate in centers:
-        try:
-            stats = fit_table_centering(
-                others, center, config.reference, pca_dim=config.pca_dim, ridge=config.ridge, per_plate=per_plate
-            )
-        except (ValueError, EmbeddingTableError) as exc:
-            log.debug("candidate %s skipped: %s", _name(center, per_plate, "-"), exc)
-            continue
-        centred = center_table(others, stats, per_plate)
-        right: dict[tuple[str, int | None], list[np.ndarray]] = {v: [] for v in variants}
-        for exp in held:
-            q = treated & (exps == exp)
-            ic = replace(quiet, center=center, per_plate=per_plate)
-            index = assemble_index(others, centred, stats, exp, ic, table.fingerprint, plate_groups=None)
-            # only wells whose label the others hold can be named: batches of other treatments say nothing
-            q = q & np.isin(labels, index.sirna_ids)
-            wells = others.meta.loc[q, "Metadata_well"].to_numpy(dtype=str) if exclude_same_well else None
-            for mode, n_nb in variants:
-                cls = classify(centred[q], index, k=1, mode=mode, n_neighbors=n_nb, exclude_wells=wells)
-                right[mode, n_nb].append(cls.top1 == labels[q])
-        for (mode, n_nb), r in right.items():
-            hits = np.concatenate(r)
-            top1 = float(hits.mean()) if len(hits) else 0.0
-            row = {"center": center, "per_plate": per_plate and center != "none", "mode": mode, "n_neighbors": n_nb}
-            rows.append({**row, "wells": int(sum(len(x) for x in r)), "training_top1": round(top1, 4)})
+    variants: list[tuple[str, int | None]] = [(m, None) for m in modes]
+    if "knn" in modes and config.n_neighbors != 1:
+        variants.append(("knn", 1))
+    rows = _training_rows(table, experiment, centers, variants, config, exclude_same_well)
+    held = {e for r in rows for e in r.pop("_held", [])}
     if not rows or not rows[0]["wells"]:  # no training well's label is held by another training experiment
         return None
     leader = max(rows, key=lambda r: r["training_top1"])
@@ -276,6 +252,56 @@ def _choose_on_training(
     if best["n_neighbors"] is not None:
         resolved = replace(resolved, n_neighbors=best["n_neighbors"])
     return resolved, sel
+
+
+def _training_rows(
+    table: EmbeddingTable,
+    experiment: str,
+    centers: tuple[tuple[str, bool], ...],
+    variants: list[tuple[str, int | None]],
+    config: Any,
+    exclude_same_well: bool,
+) -> list[dict[str, Any]]:
+    """One row per (centering, mode, neighbours): top-1 of the training experiments' reachable labelled treatments,
+    each experiment held out in turn (empty: fewer than two of them hold labelled treatments)."""
+    from phenoprint.index.build import assemble_index
+    from phenoprint.index.table_centering import center_table, fit_table_centering
+
+    others = table.subset(~table.experiment_mask(experiment))
+    treated = others.labelled_mask() & (others.meta["Metadata_well_type"] == "treatment").to_numpy()
+    exps = others.meta["Metadata_experiment"].to_numpy(dtype=str)
+    held = sorted(set(exps[treated]))
+    if len(held) < 2:
+        return []
+    quiet = replace(config, center="none", mode="centroid", open_set_quantile=0.0, kind="flat")
+    labels = others.labels()
+    rows: list[dict[str, Any]] = []
+    for center, per_plate in centers:
+        try:
+            stats = fit_table_centering(
+                others, center, config.reference, pca_dim=config.pca_dim, ridge=config.ridge, per_plate=per_plate
+            )
+        except (ValueError, EmbeddingTableError) as exc:
+            log.debug("candidate %s skipped: %s", _name(center, per_plate, "-"), exc)
+            continue
+        centred = center_table(others, stats, per_plate)
+        right: dict[tuple[str, int | None], list[np.ndarray]] = {v: [] for v in variants}
+        for exp in held:
+            q = treated & (exps == exp)
+            ic = replace(quiet, center=center, per_plate=per_plate)
+            index = assemble_index(others, centred, stats, exp, ic, table.fingerprint, plate_groups=None)
+            # only wells whose label the others hold can be named: batches of other treatments say nothing
+            q = q & np.isin(labels, index.sirna_ids)
+            wells = others.meta.loc[q, "Metadata_well"].to_numpy(dtype=str) if exclude_same_well else None
+            for mode, n_nb in variants:
+                cls = classify(centred[q], index, k=1, mode=mode, n_neighbors=n_nb, exclude_wells=wells)
+                right[mode, n_nb].append(cls.top1 == labels[q])
+        for (mode, n_nb), r in right.items():
+            hits = np.concatenate(r)
+            top1 = float(hits.mean()) if len(hits) else 0.0
+            row = {"center": center, "per_plate": per_plate and center != "none", "mode": mode, "n_neighbors": n_nb}
+            rows.append({**row, "wells": int(sum(len(x) for x in r)), "training_top1": round(top1, 4), "_held": held})
+    return rows
 
 
 def _default_unless_beaten(rows: list[dict[str, Any]], order: list[int], config: Any) -> list[int]:

@@ -1,4 +1,8 @@
-"""Leave-experiment-out evaluation: accuracy with and without plate assignment, replicate mAP, batch mixing."""
+"""Leave-experiment-out evaluation: accuracy with and without plate assignment, replicate mAP, batch mixing.
+
+Kept as one module although long: the report, the held-out loop and its groupings and the metrics it
+gathers are read together.
+"""
 
 from __future__ import annotations
 
