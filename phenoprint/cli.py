@@ -56,6 +56,7 @@ COMMAND_ORDER: tuple[str, ...] = (
     "pack",
     "train",
     "embed",
+    "profiles",
     "evaluate",
     "build-index",
     "index",

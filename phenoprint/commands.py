@@ -102,6 +102,74 @@ def run_build_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_profiles(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="profiles_command", metavar="<subcommand>", required=True)
+    imp = sub.add_parser(
+        "import",
+        help="read CellProfiler / pycytominer well profiles (CSV or Parquet, gzip ok) into an embedding table",
+        description="Map profile files onto phenoprint's embedding table: features are the non-Metadata_ numeric "
+        "columns shared by every file; features missing in more than --na-cutoff of the wells are dropped (as "
+        "pycytominer's feature_select drop_na_columns does), then wells still missing one. The table then goes to "
+        "evaluate, index build and predict like phenoprint's own embeddings.",
+    )
+    imp.add_argument("files", nargs="+", type=Path, help="profile files (.csv, .csv.gz, .parquet), one or more")
+    imp.add_argument("--out", type=Path, required=True, help="the embedding table to write (.parquet, atomically)")
+    imp.add_argument(
+        "--label",
+        required=True,
+        help="the label column, or several comma-separated (joined with '@', e.g. compound and dose)",
+    )
+    imp.add_argument("--experiment", default="Metadata_batch", help="the column naming each well's batch")
+    imp.add_argument("--plate", default="Metadata_Plate", help="the plate barcode column")
+    imp.add_argument("--well", default="Metadata_Well", help="the well position column")
+    imp.add_argument("--cell-type", default=None, help="a column naming the cell type (default: every well unknown)")
+    imp.add_argument(
+        "--controls",
+        default=None,
+        help="a pandas query selecting the control wells, as pycytominer's samples= takes it, e.g. "
+        "'Metadata_control_type == \"negcon\"' (default: no controls; then centre on all wells, --center-on all)",
+    )
+    imp.add_argument(
+        "--rows", default=None, help="a pandas query keeping only some wells, e.g. 'Metadata_node_type != \"TC\"'"
+    )
+    imp.add_argument(
+        "--control-label", default="control", help="the label of control wells whose label column is empty"
+    )
+    imp.add_argument(
+        "--na-cutoff",
+        type=float,
+        default=None,
+        help="drop a feature missing (NaN/inf) in more than this share of the wells (default: pycytominer's 0.05)",
+    )
+    imp.set_defaults(_profiles_run=_run_profiles_import)
+
+
+def _run_profiles(args: argparse.Namespace) -> int:
+    return int(args._profiles_run(args))
+
+
+def _run_profiles_import(args: argparse.Namespace) -> int:
+    from phenoprint.data.table import write_embeddings
+    from phenoprint.profiles import DEFAULT_NA_CUTOFF, ProfileColumns, import_profiles
+
+    columns = ProfileColumns(
+        label=tuple(c.strip() for c in args.label.split(",") if c.strip()),
+        experiment=args.experiment,
+        plate=args.plate,
+        well=args.well,
+        controls=args.controls,
+        rows=args.rows,
+        control_label=args.control_label,
+        cell_type=args.cell_type,
+        na_cutoff=DEFAULT_NA_CUTOFF if args.na_cutoff is None else args.na_cutoff,
+    )
+    result = import_profiles(args.files, columns)
+    write_embeddings(result.table, args.out)
+    print(result.summary())
+    print(f"wrote {args.out}")
+    return 0
+
+
 COMMANDS = [
     Command(
         "train",
@@ -119,5 +187,13 @@ COMMANDS = [
         description="The per-new-batch job (also scripts/build_index.py). From the batch's images and a metadata "
         "file that labels only its control wells: embed the controls, fit the batch's centering on them, and build "
         "its index against the reference embeddings of the training experiments.",
+    ),
+    Command(
+        "profiles",
+        "read CellProfiler / pycytominer well profiles into an embedding table (profiles import)",
+        _add_profiles,
+        _run_profiles,
+        description="Real Cell Painting profiles as phenoprint's input: `profiles import FILES --label COLUMN "
+        "--controls QUERY --out table.parquet`, then evaluate / index build / predict on the table.",
     ),
 ]

@@ -42,3 +42,21 @@ def test_the_predict_table_sets_auto_beside_the_best_fixed_centering_and_the_ora
     assert (vs_oracle.value, vs_oracle.other, vs_oracle.ratio) == (0.85, 1.0, 0.85)
     assert "demo: tvn, top-1 with plate assignment (best mode)" in rows  # a centering the run lacks shows as missing
     assert rows["demo: tvn, top-1 with plate assignment (best mode)"].value is None
+
+
+def test_the_profiles_table_sets_auto_beside_the_best_pycytominer_baseline() -> None:
+    wb = _script("write_benchmarks")
+    task = {
+        "queries": 10,
+        "baselines": {"(a) raw": 0.2, "(b) standardize": 0.5, "(c) spherize": "pycytominer refused: rank"},
+        "auto": 0.6,
+        "best_pycytominer": "(b) standardize",
+        "best_pycytominer_top1": 0.5,
+        "best_phenoprint_fixed": "center_scale + knn",
+        "best_phenoprint_fixed_top1": 0.65,
+    }
+    data = {"pycytominer": "1.7", "tasks": {"cdot: compound": task}}
+    (row,) = wb.profiles_rows(data)
+    assert (row.value, row.other, row.ratio) == (0.6, 0.5, 1.2)
+    note = wb.profiles_note(data)
+    assert "| cdot: compound | 10 | 0.2 | 0.5 | refused | 0.65 (center_scale + knn) | 0.6 |" in note

@@ -1,9 +1,14 @@
-"""Batch centering fitted on an experiment's reference wells: none, center, center_scale and TVN."""
+"""Batch centering fitted on an experiment's reference wells: none, center, center_scale, TVN, pycytominer's robust
+standardization, and sphering (ZCA, ZCA-cor, TVN) fitted on the reference wells of all batches pooled.
+
+Kept as one module although long: every centering shares one statistics type, its fit/apply pair and its
+storage, and the pooled sphering is composed from the per-batch fits.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -16,8 +21,12 @@ CENTER_METHOD_HELP: dict[str, str] = {
     "center": "center (subtract their mean)",
     "center_scale": "center_scale (standardize)",
     "tvn": "tvn (standardize, then whiten with their regularized covariance)",
+    "mad_robustize": "mad_robustize (subtract their median, divide by 1.4826·MAD, as pycytominer does)",
+    "zca": "zca (mad_robustize per batch, then ZCA sphering fitted on the reference wells of all batches pooled)",
+    "zca_cor": "zca_cor (the same with ZCA-cor: sphering of their correlation)",
+    "tvn_pooled": "tvn_pooled (standardize per batch, then TVN whose PCA is fitted on the reference wells pooled)",
 }
-CenterMethod = Literal["none", "center", "center_scale", "tvn"]
+CenterMethod = Literal["none", "center", "center_scale", "tvn", "mad_robustize", "zca", "zca_cor", "tvn_pooled"]
 CENTER_METHODS: tuple[str, ...] = tuple(CENTER_METHOD_HELP)
 Reference = Literal["controls", "all"]
 REFERENCES: tuple[str, ...] = get_args(Reference)
@@ -30,7 +39,26 @@ DEFAULT_RIDGE = 0.1
 _CONSTANT_FEATURE_RTOL = 1e-9
 #: How many reference wells each method needs: a mean needs one well, a spread needs two (checked here per batch,
 #: and by :func:`phenoprint.index.table_centering.fit_table_centering` for every batch of a table up front).
-MIN_REFERENCE: dict[str, int] = {"none": 0, "center": 1, "center_scale": 2, "tvn": 2}
+MIN_REFERENCE: dict[str, int] = {
+    "none": 0,
+    "center": 1,
+    "center_scale": 2,
+    "tvn": 2,
+    "mad_robustize": 2,
+    "zca": 2,
+    "zca_cor": 2,
+    "tvn_pooled": 2,
+}
+#: The sphering methods, each with the per-batch step applied before it: a batch is first centred on its own
+#: reference wells (JUMP's recipe: per-plate ``mad_robustize``, then ``spherize`` on the negative controls; EFAAR's:
+#: center-scale, then TVN), then whitened by one transform fitted on the residuals of every batch's reference wells
+#: pooled (a few dozen controls per batch cannot estimate a covariance; all batches' together can).
+POOLED_BASE: dict[str, str] = {"zca": "mad_robustize", "zca_cor": "mad_robustize", "tvn_pooled": "center_scale"}
+#: Sphering ε added to the covariance's eigenvalues: pycytominer's ``spherize`` default (its features are scaled to
+#: unit spread first, so the eigenvalues are O(1)).
+DEFAULT_EPSILON = 1e-6
+#: 1.4826·MAD estimates the standard deviation of normal data (pycytominer's ``mad_robustize``).
+MAD_TO_SD = 1.4826
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,6 +78,7 @@ class CenteringStats:
         isotropic: gain applied to every direction (1 unless ``tvn``).
         n_reference: how many reference wells were used.
         ridge: the TVN ridge (fraction of the mean eigenvalue); 0 for the other methods.
+        epsilon: the ZCA / ZCA-cor ε added to each eigenvalue; 0 for the other methods.
     """
 
     method: str
@@ -60,6 +89,7 @@ class CenteringStats:
     isotropic: float
     n_reference: int
     ridge: float = 0.0
+    epsilon: float = 0.0
 
     @property
     def dim(self) -> int:
@@ -97,6 +127,7 @@ def fit_centering(
     *,
     pca_dim: int | None = None,
     ridge: float = DEFAULT_RIDGE,
+    epsilon: float = DEFAULT_EPSILON,
 ) -> CenteringStats:
     """Fit one batch's centering statistics on its reference wells.
 
@@ -104,14 +135,17 @@ def fit_centering(
         x: (n, d) raw vectors of one batch (experiment, or plate).
         reference_mask: (n,) booleans: the wells the statistics are fitted on (controls, or all wells).
         method: ``none`` (identity), ``center`` (subtract the reference mean), ``center_scale`` (standardize on
-            the reference) or ``tvn`` (standardize, then whiten with ``(Σ + λI)^(-1/2)`` of the reference).
+            the reference), ``tvn`` (standardize, then whiten with ``(Σ + λI)^(-1/2)`` of the reference),
+            ``mad_robustize`` (median / 1.4826·MAD), or a sphering method of :data:`POOLED_BASE` (here fitted on
+            this batch alone; :func:`fit_centering_by` pools every batch's reference wells).
         pca_dim: TVN: number of principal components of Σ estimated one by one; the remaining directions share
             their average variance (probabilistic PCA), since a few dozen control wells cannot estimate hundreds
             of eigenvalues. None: half the reference wells, at most d.
         ridge: TVN: λ as a fraction of the mean eigenvalue of Σ.
+        epsilon: ZCA / ZCA-cor: ε added to each eigenvalue of the covariance.
 
     Raises:
-        ValueError: bad shapes, unknown method, too few reference wells, or an invalid pca_dim/ridge.
+        ValueError: bad shapes, unknown method, too few reference wells, or an invalid pca_dim/ridge/epsilon.
     """
     if method not in CENTER_METHODS:
         raise ValueError(f"method must be one of {', '.join(CENTER_METHODS)}; got {method!r}")
@@ -123,19 +157,106 @@ def fit_centering(
         raise ValueError(f"method {method!r} needs at least {MIN_REFERENCE[method]} reference well(s); got {n_ref}")
     if not ridge > 0:
         raise ValueError(f"ridge must be > 0; got {ridge}")
+    if not epsilon >= 0:
+        raise ValueError(f"epsilon must be >= 0; got {epsilon}")
     if pca_dim is not None and not 1 <= pca_dim <= d:
         raise ValueError(f"pca_dim must be between 1 and the dimension {d}; got {pca_dim}")
+    if method in POOLED_BASE:  # a pool of one batch
+        base = fit_centering(ref, np.ones(n_ref, dtype=bool), POOLED_BASE[method])
+        white = fit_sphering(_residuals(ref, base), method, pca_dim=pca_dim, ridge=ridge, epsilon=epsilon)
+        return compose_sphering(base, white)
     identity = CenteringStats(method, np.zeros(d), np.ones(d), np.zeros((d, 0)), np.zeros(0), 1.0, n_ref, 0.0)
     if method == "none":
         return identity
+    if method == "mad_robustize":
+        median = np.median(ref, axis=0)
+        mad = MAD_TO_SD * np.median(np.abs(ref - median), axis=0)
+        # a feature constant in most wells has MAD 0: pycytominer divides by 1e-18 (it then dominates every distance);
+        # its standard deviation is the robust-enough spread there, and 1 where that is ~0 too
+        spread = np.where(_is_spread(mad, median), mad, _safe_scale(ref.std(axis=0), median))
+        return CenteringStats(method, median, spread, np.zeros((d, 0)), np.zeros(0), 1.0, n_ref, 0.0)
     mean = ref.mean(axis=0)
     if method == "center":
         return CenteringStats(method, mean, np.ones(d), np.zeros((d, 0)), np.zeros(0), 1.0, n_ref, 0.0)
-    std = ref.std(axis=0)
-    scale = np.where(std > _CONSTANT_FEATURE_RTOL * np.maximum(1.0, np.abs(mean)), std, 1.0)
+    scale = _safe_scale(ref.std(axis=0), mean)
     if method == "center_scale":
         return CenteringStats(method, mean, scale, np.zeros((d, 0)), np.zeros(0), 1.0, n_ref, 0.0)
     return _fit_tvn(ref, mean, scale, pca_dim, ridge)
+
+
+def _is_spread(spread: np.ndarray, location: np.ndarray) -> np.ndarray:
+    return np.asarray(spread > _CONSTANT_FEATURE_RTOL * np.maximum(1.0, np.abs(location)))
+
+
+def _safe_scale(spread: np.ndarray, location: np.ndarray) -> np.ndarray:
+    """The spread, with 1 for features that do not vary (left unscaled rather than divided by ~0)."""
+    return np.where(_is_spread(spread, location), spread, 1.0)
+
+
+def _residuals(x: np.ndarray, stats: CenteringStats) -> np.ndarray:
+    """(x - mean) / scale in float64: the per-batch step of a sphering method, before the pooled whitening."""
+    return np.asarray((x - stats.mean) / stats.scale, dtype=np.float64)
+
+
+def fit_sphering(
+    r: np.ndarray,
+    method: str,
+    *,
+    pca_dim: int | None = None,
+    ridge: float = DEFAULT_RIDGE,
+    epsilon: float = DEFAULT_EPSILON,
+) -> CenteringStats:
+    """The whitening of a sphering method, fitted on residuals ``r`` (reference wells already centred per batch).
+
+    ``zca``: ``W = E (Λ + εI)^(-1/2) Eᵀ`` of the covariance ``Σ = E Λ Eᵀ`` (ddof 1, as pycytominer's ``Spherize``).
+    ``zca_cor``: ``W = G (Θ + εI)^(-1/2) Gᵀ V^(-1/2)`` with ``V`` the variances and ``G Θ Gᵀ`` the correlation
+    (Kessy et al. 2016, "Optimal whitening and decorrelation"). With fewer wells than features, the directions the
+    wells do not span get the gain of the smallest estimated eigenvalue (as pycytominer fills the missing singular
+    values), not ε^(-1/2), which would let unmeasured directions dominate every distance. ``tvn_pooled``: TVN
+    (:func:`fit_centering`'s ``tvn``) of the pooled residuals.
+
+    Returns:
+        Statistics ``y = iso·z + ((z @ U)·gains) @ Uᵀ`` with ``z = (r - mean) / scale`` (to compose with the per-batch
+        step by :func:`compose_sphering`).
+    """
+    if method not in POOLED_BASE:
+        raise ValueError(f"method must be one of {', '.join(POOLED_BASE)}; got {method!r}")
+    r = _check_x(r)
+    n, d = r.shape
+    if n < 2:
+        raise ValueError(f"sphering needs at least 2 reference wells; got {n}")
+    mean = r.mean(axis=0)
+    scale = _safe_scale(r.std(axis=0), mean) if method != "zca" else np.ones(d)
+    if method == "tvn_pooled":
+        tvn = _fit_tvn(r, mean, scale, pca_dim, ridge)
+        return replace(tvn, method=method)
+    z = (r - mean) / scale
+    eig, axes = _principal_axes(z)
+    eig = eig * (n / (n - 1))  # the unbiased covariance, as np.cov and pycytominer
+    if not len(eig):  # every reference well alike: nothing to whiten
+        return CenteringStats(method, mean, scale, np.zeros((d, 0)), np.zeros(0), 1.0, n, 0.0, float(epsilon))
+    iso = 1.0 / np.sqrt(eig[-1] + epsilon)
+    gains = 1.0 / np.sqrt(eig + epsilon) - iso
+    return CenteringStats(method, mean, scale, axes.copy(), gains, float(iso), n, 0.0, float(epsilon))
+
+
+def compose_sphering(base: CenteringStats, white: CenteringStats) -> CenteringStats:
+    """One batch's statistics: its own per-batch step, then the (pooled) whitening.
+
+    ``((x - m_b) / s_b - μ) / v = (x - (m_b + s_b·μ)) / (s_b·v)``, so the composition is again a
+    :class:`CenteringStats`, stored and applied like every other centering.
+    """
+    return CenteringStats(
+        white.method,
+        base.mean + base.scale * white.mean,
+        base.scale * white.scale,
+        white.components,
+        white.gains,
+        white.isotropic,
+        base.n_reference,
+        white.ridge,
+        white.epsilon,
+    )
 
 
 def _fit_tvn(ref: np.ndarray, mean: np.ndarray, scale: np.ndarray, pca_dim: int | None, ridge: float) -> CenteringStats:
@@ -215,8 +336,12 @@ def fit_centering_by(
     *,
     pca_dim: int | None = None,
     ridge: float = DEFAULT_RIDGE,
+    epsilon: float = DEFAULT_EPSILON,
 ) -> dict[str, CenteringStats]:
     """Fit one set of statistics per batch key (e.g. ``"HUVEC-01"`` or ``"HUVEC-01/3"`` for per-plate fitting).
+
+    A sphering method (:data:`POOLED_BASE`) fits its per-batch step on each batch's reference wells, then one
+    whitening on all their residuals pooled, composed into each batch's statistics.
 
     Raises:
         ValueError: a batch has too few reference wells (the message names it).
@@ -226,11 +351,26 @@ def fit_centering_by(
         raise ValueError(f"x must be a 2-D array (n, d); got shape {x.shape}")
     mask = _check_mask(reference_mask, len(x), "reference_mask")
     names, codes = _key_codes(keys, len(x))
+    if method in POOLED_BASE and len(x):
+        need = MIN_REFERENCE[method]
+        base = fit_centering_by(x, keys, reference_mask, POOLED_BASE[method])
+        for key in names:
+            if base[key].n_reference < need:
+                raise ValueError(f"batch {key}: method {method!r} needs at least {need} reference well(s)")
+        ref = np.flatnonzero(mask)
+        r = np.empty((len(ref), x.shape[1]), dtype=np.float64)
+        for i, key in enumerate(names):
+            rows = codes[ref] == i
+            r[rows] = _residuals(x[ref[rows]], base[key])
+        white = fit_sphering(r, method, pca_dim=pca_dim, ridge=ridge, epsilon=epsilon)
+        return {key: compose_sphering(base[key], white) for key in names}
     out: dict[str, CenteringStats] = {}
     for i, key in enumerate(names):
         ref = np.flatnonzero((codes == i) & mask)  # only the reference wells are needed to fit
         try:
-            out[key] = fit_centering(x[ref], np.ones(len(ref), dtype=bool), method, pca_dim=pca_dim, ridge=ridge)
+            out[key] = fit_centering(
+                x[ref], np.ones(len(ref), dtype=bool), method, pca_dim=pca_dim, ridge=ridge, epsilon=epsilon
+            )
         except ValueError as exc:
             raise ValueError(f"batch {key}: {exc}") from exc
     return out
@@ -266,7 +406,9 @@ def save_centering(path: str | Path, stats: Mapping[str, CenteringStats]) -> Pat
     arrays: dict[str, np.ndarray] = {
         "keys": np.array(keys, dtype=str),
         "methods": np.array([stats[k].method for k in keys], dtype=str),
-        "scalars": np.array([[stats[k].isotropic, stats[k].n_reference, stats[k].ridge] for k in keys], dtype=float),
+        "scalars": np.array(
+            [[stats[k].isotropic, stats[k].n_reference, stats[k].ridge, stats[k].epsilon] for k in keys], dtype=float
+        ).reshape(len(keys), 4),
     }
     for i, k in enumerate(keys):
         s = stats[k]
@@ -284,7 +426,9 @@ def load_centering(path: str | Path) -> dict[str, CenteringStats]:
     with np.load(path, allow_pickle=False) as data:
         keys = [str(k) for k in data["keys"]]
         methods = [str(m) for m in data["methods"]]
-        scalars = data["scalars"].reshape(len(keys), 3)
+        scalars = data["scalars"].reshape(len(keys), -1)
+        if scalars.shape[1] == 3:  # written before the sphering methods: no epsilon
+            scalars = np.pad(scalars, ((0, 0), (0, 1)))
         out = {}
         for i, k in enumerate(keys):
             out[k] = CenteringStats(
@@ -296,6 +440,7 @@ def load_centering(path: str | Path) -> dict[str, CenteringStats]:
                 float(scalars[i, 0]),
                 int(scalars[i, 1]),
                 float(scalars[i, 2]),
+                float(scalars[i, 3]),
             )
     return out
 

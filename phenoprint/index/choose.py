@@ -1,4 +1,8 @@
-"""``--center auto``: score every (centering x mode) on a batch's own labelled controls and keep the best."""
+"""``--center auto``: score every (centering x mode) on a batch's own labelled controls and keep the best.
+
+Kept as one module although long: the two ways of ranking candidates (on the controls, on the training
+experiments' treatments) share the candidates, the selection record and its fallback.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from phenoprint.data.table import EmbeddingTable
+from phenoprint.errors import EmbeddingTableError
 from phenoprint.index.assign import assign_experiment
 from phenoprint.index.centering import CENTER_METHODS, fit_centering_by
 from phenoprint.index.classify import MODES, classify, sirna_scores
@@ -21,6 +26,12 @@ AUTO = "auto"
 CANDIDATES: tuple[tuple[str, bool], ...] = (
     ("none", False),
     *((method, per_plate) for method in CENTER_METHODS if method != "none" for per_plate in (False, True)),
+)
+#: The candidates ranked on a batch's controls (embeddings): the centerings of the RxRx1 recipe. A few dozen control
+#: wells are a small sample, and each added candidate raises the chance that a lucky one leads; the profile
+#: centerings (robust standardization, pooled sphering) are ranked where the training batches' treatments judge.
+CONTROL_CANDIDATES: tuple[tuple[str, bool], ...] = tuple(
+    c for c in CANDIDATES if c[0] in ("none", "center", "center_scale", "tvn")
 )
 #: Modes in order of preference on exact ties (centroid needs no FAISS search).
 MODE_PREFERENCE: tuple[str, ...] = ("centroid", "knn")
@@ -81,7 +92,9 @@ def wants_auto(config: Any) -> bool:
     return bool(config.center == AUTO or config.mode == AUTO)
 
 
-def choose_config(table: EmbeddingTable, experiment: str, config: Any) -> tuple[Any, Selection]:
+def choose_config(
+    table: EmbeddingTable, experiment: str, config: Any, *, exclude_same_well: bool = False
+) -> tuple[Any, Selection]:
     """Resolve ``auto`` in an IndexConfig from the target's labelled control wells.
 
     Every candidate (:data:`CANDIDATES` x :data:`MODES`, or only those the config leaves open) is scored
@@ -97,6 +110,8 @@ def choose_config(table: EmbeddingTable, experiment: str, config: Any) -> tuple[
         table: a well table of the target and the reference experiments (already restricted to the index's scope).
         experiment: the target.
         config: the requested IndexConfig (``center`` and/or ``mode`` ``auto``).
+        exclude_same_well: where candidates are ranked on the training experiments' treatments, entries at the query's
+            well position are not neighbours (as ``evaluate --exclude-same-well`` scores them).
 
     Returns:
         The resolved config and the evidence.
@@ -104,18 +119,21 @@ def choose_config(table: EmbeddingTable, experiment: str, config: Any) -> tuple[
     table = table.aggregate_sites()
     centers = CANDIDATES if config.center == AUTO else ((config.center, bool(config.per_plate)),)
     modes = MODE_PREFERENCE if config.mode == AUTO else (config.mode,)
-    rows = _score_all(table, experiment, centers, modes, config)
-    if not rows:
-        center, per_plate, mode = (
-            (FALLBACK[0], FALLBACK[1]) if config.center == AUTO else (config.center, config.per_plate)
-        ) + ((FALLBACK[2] if config.mode == AUTO else config.mode),)
-        reason = (
-            f"{experiment} has no labelled control wells on which to compare choices (or no other experiment has): "
-            f"using {_name(center, per_plate, mode)}"
+    control_classes = table.meta.loc[table.control_mask() & table.labelled_mask(), "Metadata_sirna_id"].nunique()
+    # One control class (e.g. DMSO) is named right by every candidate: no evidence there. Vectors no model learned
+    # (CellProfiler profiles: no fingerprint) can be judged on the training experiments' own treatments, far more
+    # wells than the controls and what the batch is for; a model's embeddings cannot (it was trained on them).
+    if control_classes < 2 or table.fingerprint is None:
+        on_training = _choose_on_training(
+            table, experiment, centers, modes, config, int(control_classes), exclude_same_well
         )
-        log.warning("%s", reason)
-        sel = Selection(center, per_plate, mode, [], float("nan"), float("nan"), True, reason)
-        return replace(config, center=center, per_plate=per_plate, mode=mode), sel
+        if on_training is not None:
+            return on_training
+    if config.center == AUTO:
+        centers = CONTROL_CANDIDATES
+    rows = _score_all(table, experiment, centers, modes, config) if control_classes >= 2 else []
+    if not rows:
+        return _fallback(experiment, config)
     order = sorted(range(len(rows)), key=lambda i: (-rows[i]["assigned_top1"], -rows[i]["top1"], -rows[i]["map"], i))
     order = _default_unless_beaten(rows, order, config)
     best = rows[order[0]]
@@ -151,6 +169,139 @@ def choose_config(table: EmbeddingTable, experiment: str, config: Any) -> tuple[
     sel = Selection(best["center"], best["per_plate"], best["mode"], table_out, margin, noise, within, reason)
     resolved = replace(config, center=best["center"], per_plate=best["per_plate"], mode=best["mode"])
     return resolved, sel
+
+
+def _fallback(experiment: str, config: Any) -> tuple[Any, Selection]:
+    """The default (:data:`FALLBACK`, or what the config fixes), where nothing could be scored."""
+    center, per_plate, mode = (
+        (FALLBACK[0], FALLBACK[1]) if config.center == AUTO else (config.center, config.per_plate)
+    ) + ((FALLBACK[2] if config.mode == AUTO else config.mode),)
+    reason = (
+        f"{experiment} has no labelled control wells on which to compare choices (or no other experiment has): "
+        f"using {_name(center, per_plate, mode)}"
+    )
+    log.warning("%s", reason)
+    sel = Selection(center, per_plate, mode, [], float("nan"), float("nan"), True, reason)
+    return replace(config, center=center, per_plate=per_plate, mode=mode), sel
+
+
+def _choose_on_training(
+    table: EmbeddingTable,
+    experiment: str,
+    centers: tuple[tuple[str, bool], ...],
+    modes: tuple[str, ...],
+    config: Any,
+    control_classes: int,
+    exclude_same_well: bool = False,
+) -> tuple[Any, Selection] | None:
+    """Where the target's controls cannot rank the candidates (no labelled controls, or one class of them), or the
+    vectors are profiles no model was trained on, rank them by cross-validation on the training experiments instead:
+    each of them held out in turn, its labelled treatments named against an index of the others (and its own
+    controls), as :func:`phenoprint.index.evaluate.evaluate` does. kNN is scored with the configured neighbours and
+    as 1-NN (the field's usual profile classifier). The target's own treatments are never used; None when fewer than
+    two training experiments hold labelled treatments, or none of their treatments is held by another (VarChAMP's
+    batches of different alleles): the controls then judge.
+
+    The one-standard-error rule of cross-validation (Hastie, Tibshirani & Friedman, *The Elements of Statistical
+    Learning*, 7.10) picks among them: the simplest candidate whose top-1 is within one standard error
+    (``sqrt(p(1-p)/n)`` of the leader's) of the leader's, simplest meaning earliest in :data:`CANDIDATES`, then
+    centroid, kNN, 1-NN. A handful of training experiments is little evidence, and among a dozen centerings the
+    leader is partly the luckiest. Per plate goes before per experiment: it is the field's standard (pycytominer and
+    the JUMP recipe normalize each plate on its own controls), and training batches of one plate each cannot tell
+    the two apart."""
+    variants: list[tuple[str, int | None]] = [(m, None) for m in modes]
+    if "knn" in modes and config.n_neighbors != 1:
+        variants.append(("knn", 1))
+    rows = _training_rows(table, experiment, centers, variants, config, exclude_same_well)
+    held = {e for r in rows for e in r.pop("_held", [])}
+    if not rows or not rows[0]["wells"]:  # no training well's label is held by another training experiment
+        return None
+    leader = max(rows, key=lambda r: r["training_top1"])
+    p, n = leader["training_top1"], leader["wells"]
+    se = math.sqrt(p * (1 - p) / n) if n else 0.0
+    methods = list(dict.fromkeys(c for c, _ in centers))
+    variant = {v: i for i, v in enumerate(variants)}
+
+    def simplicity(r: dict[str, Any]) -> tuple[int, bool, int]:
+        return methods.index(r["center"]), not r["per_plate"], variant[r["mode"], r["n_neighbors"]]
+
+    best = min((r for r in rows if r["training_top1"] >= p - se - 1e-12), key=simplicity)
+    order = sorted(range(len(rows)), key=lambda i: (rows[i] is not best, -rows[i]["training_top1"], i))
+    runner = rows[order[1]] if len(order) > 1 else None
+    margin = best["training_top1"] - runner["training_top1"] if runner else float("nan")
+    why = {0: "no labelled control wells", 1: "controls of a single class"}.get(
+        control_classes, "profiles no model was trained on (their treatments judge better than a few controls)"
+    )
+    knn = f" ({best['n_neighbors']}-NN)" if best["n_neighbors"] else ""
+    reason = (
+        f"{_name(best['center'], best['per_plate'], best['mode'])}{knn}: top-1 {best['training_top1']:.3f} on "
+        f"{best['wells']} labelled treatment wells of {len(held)} training experiments (each held out in turn), "
+        f"as {experiment} has {why}; the simplest within one standard error ({se:.3f}) of the "
+        f"best ({_name(leader['center'], leader['per_plate'], leader['mode'])} {p:.3f})"
+    )
+    if runner:
+        reason += (
+            f"; runner-up {_name(runner['center'], runner['per_plate'], runner['mode'])} {runner['training_top1']:.3f}"
+        )
+    log.info("%s: chose %s", experiment, reason)
+    within = runner is not None and not margin > se
+    sel = Selection(
+        best["center"], best["per_plate"], best["mode"], [rows[i] for i in order], margin, float("nan"), within, reason
+    )
+    resolved = replace(config, center=best["center"], per_plate=best["per_plate"], mode=best["mode"])
+    if best["n_neighbors"] is not None:
+        resolved = replace(resolved, n_neighbors=best["n_neighbors"])
+    return resolved, sel
+
+
+def _training_rows(
+    table: EmbeddingTable,
+    experiment: str,
+    centers: tuple[tuple[str, bool], ...],
+    variants: list[tuple[str, int | None]],
+    config: Any,
+    exclude_same_well: bool,
+) -> list[dict[str, Any]]:
+    """One row per (centering, mode, neighbours): top-1 of the training experiments' reachable labelled treatments,
+    each experiment held out in turn (empty: fewer than two of them hold labelled treatments)."""
+    from phenoprint.index.build import assemble_index
+    from phenoprint.index.table_centering import center_table, fit_table_centering
+
+    others = table.subset(~table.experiment_mask(experiment))
+    treated = others.labelled_mask() & (others.meta["Metadata_well_type"] == "treatment").to_numpy()
+    exps = others.meta["Metadata_experiment"].to_numpy(dtype=str)
+    held = sorted(set(exps[treated]))
+    if len(held) < 2:
+        return []
+    quiet = replace(config, center="none", mode="centroid", open_set_quantile=0.0, kind="flat")
+    labels = others.labels()
+    rows: list[dict[str, Any]] = []
+    for center, per_plate in centers:
+        try:
+            stats = fit_table_centering(
+                others, center, config.reference, pca_dim=config.pca_dim, ridge=config.ridge, per_plate=per_plate
+            )
+        except (ValueError, EmbeddingTableError) as exc:
+            log.debug("candidate %s skipped: %s", _name(center, per_plate, "-"), exc)
+            continue
+        centred = center_table(others, stats, per_plate)
+        right: dict[tuple[str, int | None], list[np.ndarray]] = {v: [] for v in variants}
+        for exp in held:
+            q = treated & (exps == exp)
+            ic = replace(quiet, center=center, per_plate=per_plate)
+            index = assemble_index(others, centred, stats, exp, ic, table.fingerprint, plate_groups=None)
+            # only wells whose label the others hold can be named: batches of other treatments say nothing
+            q = q & np.isin(labels, index.sirna_ids)
+            wells = others.meta.loc[q, "Metadata_well"].to_numpy(dtype=str) if exclude_same_well else None
+            for mode, n_nb in variants:
+                cls = classify(centred[q], index, k=1, mode=mode, n_neighbors=n_nb, exclude_wells=wells)
+                right[mode, n_nb].append(cls.top1 == labels[q])
+        for (mode, n_nb), r in right.items():
+            hits = np.concatenate(r)
+            top1 = float(hits.mean()) if len(hits) else 0.0
+            row = {"center": center, "per_plate": per_plate and center != "none", "mode": mode, "n_neighbors": n_nb}
+            rows.append({**row, "wells": int(sum(len(x) for x in r)), "training_top1": round(top1, 4), "_held": held})
+    return rows
 
 
 def _default_unless_beaten(rows: list[dict[str, Any]], order: list[int], config: Any) -> list[int]:
@@ -193,7 +344,6 @@ def _score_all(
     config: Any,
 ) -> list[dict[str, Any]]:
     """One row per (centering, mode) with its scores on the target's controls (empty: nothing to score on)."""
-    from phenoprint.errors import EmbeddingTableError
     from phenoprint.index.build import assemble_index
     from phenoprint.index.table_centering import batch_keys, center_table, fit_table_centering, reference_mask
 
@@ -334,4 +484,4 @@ def _control_ap(x: np.ndarray, y: np.ndarray, index: Any) -> np.ndarray:
     return replicate_average_precision(vectors, labels, batches, mask)[: len(x)]
 
 
-__all__ = ["AUTO", "CANDIDATES", "MODES", "Selection", "choose_config", "wants_auto"]
+__all__ = ["AUTO", "CANDIDATES", "CONTROL_CANDIDATES", "MODES", "Selection", "choose_config", "wants_auto"]

@@ -5,13 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
-from phenoprint.index.config import MODES
+from phenoprint.index.config import MODES, VOTES
 from phenoprint.index.experiment import ExperimentIndex
 from phenoprint.index.openset import flag_unknown
 
 #: Queries scored at once: bounds the dense (queries x siRNAs) score block to a few tens of MB.
 _CHUNK = 4096
+#: Weight of a neighbour searched beyond ``n_neighbors`` (to fill a top-k longer than the vote): it only orders the
+#: classes the vote left out, never outweighs a voting neighbour.
+_FILL_WEIGHT = 1e-6
 
 
 @dataclass(frozen=True)
@@ -87,22 +91,29 @@ def classify(
     *,
     n_neighbors: int | None = None,
     temperature: float | None = None,
+    vote: str | None = None,
+    exclude_wells: np.ndarray | None = None,
 ) -> Classification:
     """The k most likely siRNAs of each centred query.
 
-    ``knn``: the ``n_neighbors`` nearest entries vote for their siRNA with weight ``exp((cos - cos₁) / T)``
-    (cos₁ the nearest one's), so close neighbours dominate but a crowd of slightly farther replicates can outvote a
-    single lucky match; scores are vote shares. ``centroid``: cosine to each siRNA's mean entry, which weighs every
-    source experiment alike and needs no FAISS search. In both modes the ``unknown`` flag compares the best
-    centroid cosine with the threshold the index calibrated (:mod:`phenoprint.index.openset`).
+    ``knn``: the ``n_neighbors`` nearest entries vote for their siRNA, with weight ``exp((cos - cos₁) / T)``
+    (``weighted``: cos₁ the nearest one's, so close neighbours dominate but a crowd of slightly farther replicates can
+    outvote a single lucky match) or one vote each (``majority``; ties to the class of nearer neighbours); scores are
+    vote shares, and a top-k longer than the vote is filled by the next neighbours' classes. ``centroid``: cosine to
+    each siRNA's mean entry, which weighs every source experiment alike and needs no FAISS search. In both modes the
+    ``unknown`` flag compares the best centroid cosine with the threshold the index calibrated
+    (:mod:`phenoprint.index.openset`).
 
     Args:
         queries_centred: (n, d) queries centred with ``index.center``.
         index: the experiment's index.
         k: candidates per query.
         mode: ``knn`` or ``centroid``.
-        n_neighbors: kNN neighbours (None: the index's configuration; at least k).
+        n_neighbors: kNN neighbours that vote (None: the index's configuration; 1 is 1-NN).
         temperature: kNN vote temperature (None: the index's configuration).
+        vote: ``weighted`` or ``majority`` (None: the index's configuration).
+        exclude_wells: (n,) each query's well position: entries at the same position (on any plate) are neither
+            neighbours nor part of a centroid (for plates of one layout, where position and label go together).
 
     Raises:
         ValueError: bad shapes, k < 1, or unknown mode.
@@ -112,21 +123,39 @@ def classify(
         raise ValueError(f"k must be >= 1; got {k}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-    n_nb = max(k, n_neighbors or index.config.n_neighbors)
+    n_vote = int(n_neighbors or index.config.n_neighbors)
+    if n_vote < 1:
+        raise ValueError(f"n_neighbors must be >= 1; got {n_vote}")
     temp = temperature if temperature is not None else index.config.temperature
     if not temp > 0:
         raise ValueError(f"temperature must be > 0; got {temp}")
+    how = vote or index.config.vote
+    if how not in VOTES:
+        raise ValueError(f"vote must be one of {', '.join(VOTES)}; got {how!r}")
+    wells = None
+    if exclude_wells is not None:
+        wells = np.asarray(exclude_wells).astype(str)
+        if wells.shape != (len(q),):
+            raise ValueError(f"exclude_wells must hold one well per query ({len(q)}); got shape {wells.shape}")
+    entry_wells = index.entries["well"].to_numpy(dtype=str)
+    # with exclusion, search past every entry that could share the query's position (one per plate at most)
+    extra = int(pd.Series(entry_wells).value_counts().max()) if wells is not None else 0
+    n_search = min(len(index), max(k, n_vote) + extra)
     ids = np.full((len(q), k), -1, dtype=np.int64)
     scores = np.full((len(q), k), -np.inf, dtype=np.float32)
     best = np.full(len(q), -np.inf, dtype=np.float32)
     for start in range(0, len(q), _CHUNK):
         block = q[start : start + _CHUNK]
         rows = slice(start, start + len(block))
-        to_centroids = block @ index.centroids.T  # small and dense: (queries, siRNAs)
+        block_wells = None if wells is None else wells[rows]
+        to_centroids = _to_centroids(block, index, block_wells, entry_wells)  # small and dense: (queries, siRNAs)
         best[rows] = to_centroids.max(axis=1)
         if mode == "knn":
-            nb = index.search(block, n_nb)
-            dense = _vote(nb.ids, nb.scores, index.entry_codes, len(index.sirna_ids), temp)
+            nb = index.search(block, n_search)
+            nb_ids, nb_sims = nb.ids, nb.scores
+            if block_wells is not None:
+                nb_ids, nb_sims = _drop_same_well(nb_ids, nb_sims, entry_wells, block_wells)
+            dense = _vote(nb_ids, nb_sims, index.entry_codes, len(index.sirna_ids), temp, n_vote, how == "majority")
             dense[dense <= 0] = -np.inf  # siRNAs without a vote are not candidates
         else:  # no FAISS search at all
             dense = to_centroids
@@ -134,6 +163,42 @@ def classify(
         ids[rows] = np.where(np.isfinite(top_scores), index.sirna_ids[top], -1)
         scores[rows] = top_scores
     return Classification(ids, scores, flag_unknown(best, index.open_set.threshold), best, mode)
+
+
+def _to_centroids(
+    q: np.ndarray, index: ExperimentIndex, wells: np.ndarray | None, entry_wells: np.ndarray
+) -> np.ndarray:
+    """(n, siRNAs) cosine of each query to each siRNA's centroid; with ``wells``, centroids of the entries at other
+    positions than the query's (-inf for a siRNA with no entry elsewhere)."""
+    if wells is None:
+        return np.asarray(q @ index.centroids.T)
+    out = np.empty((len(q), len(index.sirna_ids)), dtype=np.float32)
+    sums = np.zeros((len(index.sirna_ids), index.dim), dtype=np.float64)
+    np.add.at(sums, index.entry_codes, index.vectors)
+    counts = np.bincount(index.entry_codes, minlength=len(index.sirna_ids))
+    for well in np.unique(wells):
+        at = entry_wells == well
+        s, c = sums.copy(), counts.copy()
+        np.subtract.at(s, index.entry_codes[at], index.vectors[at])
+        np.subtract.at(c, index.entry_codes[at], 1)
+        norms = np.linalg.norm(s, axis=1, keepdims=True)
+        cents = (s / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+        rows = wells == well
+        sims = q[rows] @ cents.T
+        sims[:, c == 0] = -np.inf
+        out[rows] = sims
+    return out
+
+
+def _drop_same_well(
+    ids: np.ndarray, sims: np.ndarray, entry_wells: np.ndarray, wells: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Neighbour lists without the entries at each query's own position (moved to the end as id -1)."""
+    same = (ids >= 0) & (entry_wells[np.maximum(ids, 0)] == wells[:, None])
+    ids = np.where(same, -1, ids)
+    sims = np.where(same, -np.inf, sims)
+    order = np.argsort(ids < 0, axis=1, kind="stable")  # the kept neighbours first, still nearest first
+    return np.take_along_axis(ids, order, axis=1), np.take_along_axis(sims, order, axis=1)
 
 
 def sirna_scores(
@@ -176,14 +241,34 @@ def similar_sirnas(index: ExperimentIndex, sirna_id: int, k: int = 10) -> list[P
     return [Prediction(int(index.sirna_ids[j]), float(sims[j]), r + 1) for r, j in enumerate(order)]
 
 
-def _vote(ids: np.ndarray, sims: np.ndarray, codes: np.ndarray, n_classes: int, temperature: float) -> np.ndarray:
-    """Dense (n, n_classes) vote shares from neighbour lists (ids -1 ignored)."""
-    n, _ = ids.shape
+def _vote(
+    ids: np.ndarray,
+    sims: np.ndarray,
+    codes: np.ndarray,
+    n_classes: int,
+    temperature: float,
+    n_vote: int | None = None,
+    majority: bool = False,
+) -> np.ndarray:
+    """Dense (n, n_classes) vote shares from neighbour lists, nearest first (ids -1 ignored).
+
+    The first ``n_vote`` valid neighbours vote (all: None); the others weigh :data:`_FILL_WEIGHT` of a vote, to order
+    the remaining classes of a top-k."""
+    n, m = ids.shape
     valid = ids >= 0
-    weights = np.where(valid, np.exp((sims - sims[:, :1]) / temperature), 0.0)
-    weights /= np.maximum(weights.sum(axis=1, keepdims=True), np.finfo(np.float64).tiny)
+    first = sims[:, :1] if m else np.zeros((n, 1))
+    first = np.where(np.isfinite(first), first, 0.0)
+    soft = np.where(valid, np.exp((np.where(valid, sims, first) - first) / temperature), 0.0)
+    voters = n_vote if n_vote is not None else m
+    # majority: one vote each, plus the weighted vote scaled to less than one vote in all (soft <= 1 for each of the
+    # voters), so it only breaks ties, towards the class of the nearer neighbours
+    weights = (valid + soft / (voters + 1)) if majority else soft
+    if n_vote is not None:
+        rank = np.cumsum(valid, axis=1)
+        weights = np.where(rank <= n_vote, weights, _FILL_WEIGHT * soft / (voters + 1))
+    weights = weights / np.maximum(weights.sum(axis=1, keepdims=True), np.finfo(np.float64).tiny)
     dense = np.zeros((n, n_classes), dtype=np.float64)
-    rows = np.repeat(np.arange(n), ids.shape[1])
+    rows = np.repeat(np.arange(n), m)
     np.add.at(dense, (rows[valid.ravel()], codes[ids[valid]]), weights[valid])
     return dense.astype(np.float32)
 

@@ -12,7 +12,15 @@ from phenoprint.cli import Command
 
 # The registries and the config live in modules that import numpy only: building the parser never imports faiss.
 from phenoprint.index.centering import CENTER_METHOD_HELP, REFERENCES
-from phenoprint.index.config import CALIBRATION_SOURCES, INDEX_KIND_HELP, MODE_HELP, MODES, SCOPES, IndexConfig
+from phenoprint.index.config import (
+    CALIBRATION_SOURCES,
+    INDEX_KIND_HELP,
+    MODE_HELP,
+    MODES,
+    SCOPES,
+    VOTE_HELP,
+    IndexConfig,
+)
 
 _AUTO: Literal["auto"] = "auto"
 
@@ -78,8 +86,25 @@ def add_centering_options(
     )
 
 
+def add_knn_options(p: argparse.ArgumentParser) -> None:
+    """Options of the kNN vote (every verb that classifies with an index it builds)."""
+    p.add_argument(
+        "--n-neighbors", type=int, default=_default("n_neighbors"), help="kNN: neighbours that vote (1: 1-NN)"
+    )
+    p.add_argument(
+        "--vote",
+        choices=tuple(VOTE_HELP),
+        default=_default("vote"),
+        help="kNN: " + "; ".join(f"{v}: {what}" for v, what in VOTE_HELP.items()),
+    )
+    p.add_argument(
+        "--temperature", type=float, default=_default("temperature"), help="kNN: the weighted vote's temperature"
+    )
+
+
 def add_build_options(p: argparse.ArgumentParser) -> None:
     """Options of the FAISS index and of the open-set threshold (verbs that write an index directory)."""
+    add_knn_options(p)
     p.add_argument(
         "--kind",
         choices=tuple(INDEX_KIND_HELP),
@@ -128,6 +153,9 @@ def index_config_from_args(args: argparse.Namespace, build: bool = False) -> Ind
             "open_set_calibration": args.open_set_calibration,
             "mode": args.mode,
         }
+    for name in ("n_neighbors", "vote", "temperature"):
+        if hasattr(args, name):
+            more[name] = getattr(args, name)
     return IndexConfig(
         center=args.center,
         reference=args.reference,
@@ -252,6 +280,19 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
         help="comma-separated experiments to query (default: every labelled experiment in turn, leave-one-out)",
     )
     p.add_argument("--k", type=int, default=5, help="top-k accuracy")
+    add_knn_options(p)
+    p.add_argument(
+        "--group-by",
+        choices=("batch", "plate"),
+        default="batch",
+        help="hold out each batch (experiment) in turn, or each plate (its batch's other plates join the reference)",
+    )
+    p.add_argument(
+        "--exclude-same-well",
+        action="store_true",
+        help="entries at the query's well position (on any plate) are neither neighbours nor part of a centroid: for "
+        "plates that share one layout, where a well's position gives its label away",
+    )
     p.add_argument("--mode", choices=(*MODES, "both"), default="both", help="classification mode(s) to compare")
     p.add_argument(
         "--assign", action="store_true", help="also score plate-constrained assignment (plate groups from the labels)"
@@ -279,6 +320,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         k=args.k,
         modes=MODES if args.mode == "both" else (args.mode,),
         assign=args.assign,
+        group_by="experiment" if args.group_by == "batch" else args.group_by,
+        exclude_same_well=args.exclude_same_well,
         replicate_map=not args.no_map,
         max_map_queries=args.max_map_queries,
     )

@@ -32,6 +32,13 @@ CENTER_CHOICES: tuple[str, ...] = get_args(CenterChoice)
 MODE_HELP: dict[str, str] = {"knn": "knn vote", "centroid": "nearest centroid"}
 Mode = Literal["knn", "centroid"]
 MODES: tuple[str, ...] = tuple(MODE_HELP)
+#: How the kNN neighbours vote (:func:`phenoprint.index.classify.classify`).
+VOTE_HELP: dict[str, str] = {
+    "weighted": "each neighbour weighs exp((cos - nearest cos) / temperature)",
+    "majority": "one vote per neighbour, ties to the class of the nearer neighbours",
+}
+Vote = Literal["weighted", "majority"]
+VOTES: tuple[str, ...] = tuple(VOTE_HELP)
 #: A mode, or ``auto``: chosen at build time on the batch's own labelled controls.
 ModeChoice = Literal[Mode, "auto"]
 MODE_CHOICES: tuple[str, ...] = get_args(ModeChoice)
@@ -55,6 +62,7 @@ class IndexConfig:
     ef_search: int = 128  # HNSW: candidate list while searching
     n_neighbors: int = 50  # kNN classification: neighbours that vote
     temperature: float = 0.1  # kNN classification: vote weight exp((cos - best cos) / temperature)
+    vote: Vote = "weighted"  # kNN classification: weighted (by temperature) | majority (one vote per neighbour)
     open_set_quantile: float = DEFAULT_QUANTILE  # accepted false-unknown rate on the calibration wells (0: off)
     open_set_calibration: CalibrationSource = (
         "training"  # training (other experiments' treatments) or controls (its own)
@@ -69,6 +77,7 @@ class IndexConfig:
             ("scope", SCOPES),
             ("kind", INDEX_KINDS),
             ("open_set_calibration", CALIBRATION_SOURCES),
+            ("vote", VOTES),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")

@@ -1,4 +1,8 @@
-"""Leave-experiment-out evaluation: accuracy with and without plate assignment, replicate mAP, batch mixing."""
+"""Leave-experiment-out evaluation: accuracy with and without plate assignment, replicate mAP, batch mixing.
+
+Kept as one module although long: the report, the held-out loop and its groupings and the metrics it
+gathers are read together.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +30,10 @@ from phenoprint.index.table_centering import center_table, fit_table_centering
 
 log = logging.getLogger(__name__)
 
+#: What ``evaluate`` holds out in turn: a whole experiment (batch), or one plate (the rest of its experiment, other
+#: plates, then stands with the other experiments as reference).
+GROUP_BYS: tuple[str, ...] = ("experiment", "plate")
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -41,8 +49,12 @@ class EvalConfig:
     max_silhouette_rows: int = 2000  # rows sampled per cell type for the (quadratic) silhouette
     max_map_queries: int | None = None  # query rows sampled for mAP (None: all of the held-out experiments)
     seed: int = 0  # for the samples above
+    group_by: str = "experiment"  # experiment | plate: the unit held out (leave-one-experiment- or plate-out)
+    exclude_same_well: bool = False  # entries at the query's well position are neither neighbours nor in centroids
 
     def __post_init__(self) -> None:
+        if self.group_by not in GROUP_BYS:
+            raise ValueError(f"group_by must be one of {', '.join(GROUP_BYS)}; got {self.group_by!r}")
         if self.k < 1:
             raise ValueError(f"k must be >= 1; got {self.k}")
         if not self.modes or any(m not in MODES for m in self.modes):
@@ -189,19 +201,21 @@ def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
             continue
         exp_ic, modes = ic, config.modes
         if auto:  # chosen on the held-out experiment's own controls, as onboarding it would choose
-            exp_ic, selection = choose_config(table.subset(scope_mask(table, exp, ic.scope)), exp, ic)
+            in_scope = table.subset(scope_mask(table, exp, ic.scope))
+            exp_ic, selection = choose_config(in_scope, exp, ic, exclude_same_well=config.exclude_same_well)
             choices[exp] = selection.to_json()
             stats, centred = centring(exp_ic.center, exp_ic.per_plate)
             modes = tuple(dict.fromkeys((*config.modes, exp_ic.mode)))
         groups = None
         if config.assign:
             groups = learn_plate_groups(table, exclude=exp, within=scope_mask(table, exp, ic.scope), quiet=True)
-        index = assemble_index(table, centred, stats, exp, exp_ic, table.fingerprint, plate_groups=groups)
-        frame = _query_frame(table, labels, centred[q], q, index, exp, config, modes)
-        if auto:  # the chosen mode's columns again, as auto's
-            frame = frame.join(_columns_of(frame, exp_ic.mode).add_prefix("auto_"))
-        parts.append(frame)
-        log.debug("evaluated %s: %d queries against %d entries", exp, int(q.sum()), len(index))
+        for group_q, view in _held_out_groups(table, q, exp, config.group_by):
+            index = assemble_index(view, centred, stats, exp, exp_ic, table.fingerprint, plate_groups=groups)
+            frame = _query_frame(table, labels, centred[group_q], group_q, index, exp, config, modes)
+            if auto:  # the chosen mode's columns again, as auto's
+                frame = frame.join(_columns_of(frame, exp_ic.mode).add_prefix("auto_"))
+            parts.append(frame)
+            log.debug("evaluated %s: %d queries against %d entries", exp, int(group_q.sum()), len(index))
     if not parts:
         reasons = "; ".join(f"{e}: {r}" for e, r in skipped.items())
         raise EmbeddingTableError(f"no held-out experiment could be evaluated ({reasons})")
@@ -226,6 +240,27 @@ def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
     )
     log.debug("evaluation took %.2f s", report.seconds)
     return report
+
+
+def _held_out_groups(
+    table: EmbeddingTable, q: np.ndarray, exp: str, group_by: str
+) -> list[tuple[np.ndarray, EmbeddingTable]]:
+    """The query masks held out in turn for experiment ``exp`` and the table each one's index is assembled from.
+
+    ``experiment``: all of ``exp``'s queries against the table. ``plate``: each plate's queries in turn, against a
+    view of the table where ``exp``'s other plates stand as one more experiment (their labelled wells become
+    entries); every row keeps the centering of its own experiment."""
+    if group_by == "experiment":
+        return [(q, table)]
+    plates = table.meta["Metadata_plate"].to_numpy(dtype=np.int64)
+    on_exp = table.experiment_mask(exp)
+    out = []
+    for p in sorted(set(plates[q].tolist())):
+        meta = table.meta.copy()
+        meta.loc[on_exp & (plates != p), "Metadata_experiment"] = f"{exp} (plates other than {p})"
+        view = EmbeddingTable(meta, table.features, table.feature_names, table.fingerprint, dict(table.info))
+        out.append((q & (plates == p), view))
+    return out
 
 
 class _Centrings:
@@ -273,7 +308,8 @@ def _score_mode(
     """Add one classification mode's columns to ``frame`` (its ``sirna_id`` the truth): prediction, top-1, top-k,
     open-set flag and, with ``config.assign``, the plate-assigned answer."""
     y = frame["sirna_id"].to_numpy()
-    cls = classify(queries, index, k=config.k, mode=mode)
+    wells = frame["well"].to_numpy(dtype=str) if config.exclude_same_well else None
+    cls = classify(queries, index, k=config.k, mode=mode, exclude_wells=wells)
     frame[f"{mode}_pred"] = cls.top1
     frame[f"{mode}_top1"] = cls.top1 == y
     frame[f"{mode}_top{config.k}"] = (cls.sirna_ids == y[:, None]).any(axis=1)

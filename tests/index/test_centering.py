@@ -165,7 +165,7 @@ _ONE = np.eye(1, 60, dtype=bool)[0]
 @pytest.mark.parametrize(
     ("method", "mask", "options", "message"),
     [
-        ("zca", _ALL, {}, "method must be one of"),
+        ("whiten", _ALL, {}, "method must be one of"),
         ("center", np.ones(3, dtype=bool), {}, r"reference_mask must be a boolean array of shape \(60,\)"),
         ("center", np.ones(60), {}, "reference_mask must be a boolean array"),
         ("center_scale", _ONE, {}, "needs at least 2 reference well"),
@@ -227,3 +227,139 @@ def test_grouped_fit_equals_separate_fits() -> None:
 def test_l2_normalize_keeps_zero_rows() -> None:
     out = l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]]))
     np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0]])
+
+
+# --- robust standardization and sphering (pycytominer's mad_robustize / spherize, TVN on pooled PCA) ---------------
+
+
+def _cov_inv_sqrt(z: np.ndarray, epsilon: float) -> np.ndarray:
+    """(Σ + εI)^(-1/2) of the unbiased covariance, by eigendecomposition (the textbook ZCA matrix)."""
+    w, v = np.linalg.eigh(np.cov(z, rowvar=False))
+    return (v / np.sqrt(w + epsilon)) @ v.T
+
+
+def _mad_robustize(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    med = np.median(ref, axis=0)
+    return (x - med) / (1.4826 * np.median(np.abs(ref - med), axis=0))
+
+
+def test_mad_robustize_is_median_over_scaled_mad() -> None:
+    x, mask = _batch()
+    stats = fit_centering(x, mask, "mad_robustize")
+    np.testing.assert_allclose(apply_centering(x, stats, normalize=False), _mad_robustize(x, x[mask]), rtol=1e-5)
+
+
+def test_mad_robustize_matches_pycytominer() -> None:
+    pytest.importorskip("pycytominer", reason="pycytominer (the profiles extra) is not installed")
+    import pandas as pd
+    from pycytominer.operations.transform import RobustMAD
+
+    x, mask = _batch()
+    want = RobustMAD().fit(pd.DataFrame(x[mask])).transform(pd.DataFrame(x)).to_numpy()
+    got = apply_centering(x, fit_centering(x, mask, "mad_robustize"), normalize=False)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_mad_robustize_leaves_a_feature_of_zero_mad_at_its_spread() -> None:
+    x, mask = _batch()
+    x[:, 0] = 1.0
+    x[:3, 0] = 2.0  # MAD 0 on the reference: pycytominer would divide by 1e-18
+    stats = fit_centering(x, mask, "mad_robustize")
+    assert stats.scale[0] == pytest.approx(x[mask, 0].std())
+
+
+def test_zca_whitens_the_robustized_reference_to_identity_covariance() -> None:
+    x, mask = _batch(n=300, d=6)
+    eps = 1e-6
+    r = _mad_robustize(x, x[mask])
+    want = (r - r[mask].mean(axis=0)) @ _cov_inv_sqrt(r[mask], eps)
+    stats = fit_centering(x, mask, "zca", epsilon=eps)
+    got = apply_centering(x, stats, normalize=False)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.cov(got[mask], rowvar=False), np.eye(6), atol=1e-3)  # whitened in float32
+
+
+def test_zca_cor_is_the_correlation_whitening_of_kessy_et_al() -> None:
+    x, mask = _batch(n=300, d=6)
+    eps = 1e-6
+    r = _mad_robustize(x, x[mask])[mask]
+    v = r.std(axis=0)  # pycytominer standardizes with the population variance
+    z = (r - r.mean(axis=0)) / v
+    w, g = np.linalg.eigh(np.cov(z, rowvar=False))  # the correlation matrix (up to n/(n-1))
+    want = z @ ((g / np.sqrt(w + eps)) @ g.T)
+    got = apply_centering(x[mask], fit_centering(x, mask, "zca_cor", epsilon=eps), normalize=False)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("method", "theirs"), [("zca", "ZCA"), ("zca_cor", "ZCA-cor")])
+def test_sphering_matches_pycytominer_spherize(method: str, theirs: str) -> None:
+    pytest.importorskip("pycytominer", reason="pycytominer (the profiles extra) is not installed")
+    import pandas as pd
+    from pycytominer.operations.transform import Spherize
+
+    x, mask = _batch(n=300, d=6)
+    r = pd.DataFrame(_mad_robustize(x, x[mask]))
+    want = Spherize(method=theirs).fit(r[mask]).transform(r).to_numpy()
+    got = apply_centering(x, fit_centering(x, mask, method), normalize=False)
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)  # they add ε to singular values, we to eigenvalues
+
+
+def test_sphering_with_fewer_wells_than_features_stays_bounded() -> None:
+    x, mask = _batch(n=30, d=40)  # 10 reference wells, 40 features
+    stats = fit_centering(x, mask, "zca")
+    assert stats.components.shape[1] <= 9
+    # directions the wells do not span get the smallest estimated eigenvalue's gain, not 1/sqrt(ε) = 1000
+    r = _mad_robustize(x[mask], x[mask])
+    w = np.linalg.eigvalsh(np.cov(r, rowvar=False))
+    smallest = w[w > w.max() * 1e-10].min()
+    assert stats.isotropic == pytest.approx(1.0 / np.sqrt(smallest + 1e-6), rel=1e-4)
+    assert stats.gains[-1] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_pooled_sphering_is_one_whitening_fitted_on_every_batch_residuals() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 5)) @ rng.normal(size=(5, 5))
+    keys = np.repeat(["a", "b"], 100)
+    x[keys == "b"] = x[keys == "b"] * 3 + 7  # batch b: another gain and offset
+    mask = rng.random(200) < 0.5
+    stats = fit_centering_by(x, keys, mask, "zca")
+    np.testing.assert_allclose(stats["a"].components, stats["b"].components)
+    np.testing.assert_allclose(stats["a"].gains, stats["b"].gains)
+    pooled = np.concatenate([_mad_robustize(x[keys == k], x[(keys == k) & mask]) for k in "ab"])
+    rmask = np.concatenate([mask[keys == k] for k in "ab"])
+    want = (pooled - pooled[rmask].mean(axis=0)) @ _cov_inv_sqrt(pooled[rmask], 1e-6)
+    got = np.concatenate([apply_centering(x[keys == k], stats[k], normalize=False) for k in "ab"])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_tvn_pooled_is_tvn_of_the_standardized_residuals_pooled() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(120, 6)) @ rng.normal(size=(6, 6))
+    keys = np.repeat(["a", "b", "c"], 40)
+    mask = np.ones(120, dtype=bool)
+    stats = fit_centering_by(x, keys, mask, "tvn_pooled", ridge=0.1)
+    z = np.concatenate([(x[keys == k] - x[keys == k].mean(0)) / x[keys == k].std(0) for k in "abc"])
+    want = apply_centering(z, fit_centering(z, mask, "tvn", ridge=0.1), normalize=False)
+    got = np.concatenate([apply_centering(x[keys == k], stats[k], normalize=False) for k in "abc"])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["mad_robustize", "zca", "zca_cor", "tvn_pooled"])
+def test_new_centerings_remove_a_batch_offset_and_per_feature_gain(method: str) -> None:
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(80, 6)) @ rng.normal(size=(6, 6))
+    gain, offset = rng.uniform(0.2, 5.0, size=6), rng.normal(size=6) * 20
+    x = np.concatenate([a, a * gain + offset])  # batch b: batch a's wells, each feature rescaled and shifted
+    keys = np.repeat(["a", "b"], 80)
+    mask = np.tile(np.arange(80) < 30, 2)
+    stats = fit_centering_by(x, keys, mask, method)
+    out = apply_centering_by(x, keys, stats)
+    np.testing.assert_allclose(out[:80], out[80:], atol=2e-4)
+
+
+def test_sphering_statistics_round_trip_with_their_epsilon(tmp_path: Path) -> None:
+    x, mask = _batch(n=100, d=5)
+    stats = fit_centering(x, mask, "zca_cor", epsilon=1e-3)
+    back = CenteringStats.from_npz(stats.to_npz(tmp_path / "s.npz"))
+    assert (back.method, back.epsilon) == ("zca_cor", 1e-3)
+    np.testing.assert_allclose(apply_centering(x, back), apply_centering(x, stats))

@@ -10,7 +10,7 @@ import pytest
 
 from phenoprint.cli import main
 from phenoprint.data.table import EmbeddingTable, write_embeddings
-from phenoprint.index.choose import choose_config
+from phenoprint.index.choose import CANDIDATES, CONTROL_CANDIDATES, choose_config
 from phenoprint.index.config import IndexConfig
 from phenoprint.index.experiment import ExperimentIndex
 from phenoprint.index.simulate import VectorDesign, simulate_table
@@ -46,7 +46,7 @@ def test_a_centering_clearly_best_on_the_controls_is_picked(plate_effect_table: 
     assert (config.center, config.mode) == (sel.center, sel.mode)
     assert config.center != "none"
     rows = {(r["center"], r["per_plate"], r["mode"]): r for r in sel.table}
-    assert len(rows) == 7 * 2  # every centering (per experiment and per plate) x both modes
+    assert len(rows) == len(CONTROL_CANDIDATES) * 2  # every centering (per experiment and per plate) x both modes
     assert {r["wells"] for r in sel.table} == {4 * 11}  # the target's labelled controls, every plate
     chosen = rows[(sel.center, sel.per_plate, sel.mode)]
     for center in ("none", "center", "center_scale", "tvn"):  # per experiment: the plate offsets stay
@@ -75,7 +75,7 @@ def test_the_table_and_the_reason_land_in_the_manifest_and_index_info(
     selection = index.manifest["selection"]
     assert index.config.per_plate
     assert (index.config.center, index.config.mode) == (selection["center"], selection["mode"])
-    assert len(selection["table"]) == 14
+    assert len(selection["table"]) == len(CONTROL_CANDIDATES) * 2
     assert selection["reason"]
     assert f"auto chose {selection['reason']}" in printed
     assert main(["index", "info", str(out)]) == 0
@@ -103,7 +103,10 @@ def test_a_batch_without_labelled_controls_gets_the_fallback_and_the_reason(
     meta.loc[(meta.Metadata_experiment == TARGET) & (meta.Metadata_well_type != "treatment"), "Metadata_sirna_id"] = (
         None
     )
-    table = EmbeddingTable(meta, plate_effect_table.features, plate_effect_table.feature_names)
+    # a model's embeddings (profiles without a fingerprint are ranked on the training treatments instead)
+    table = EmbeddingTable(
+        meta, plate_effect_table.features, plate_effect_table.feature_names, plate_effect_table.fingerprint
+    )
     with caplog.at_level(logging.WARNING, logger="phenoprint.index.choose"):
         config, sel = choose_config(table, TARGET, IndexConfig(center="auto", mode="auto"))
     assert (config.center, config.per_plate, config.mode) == ("center", False, "centroid")
@@ -166,3 +169,57 @@ def test_a_control_query_is_never_in_the_statistics_it_is_centred_with() -> None
     np.testing.assert_allclose(centred[0], expected, rtol=1e-5, atol=1e-6)
     assert not np.allclose(centred[0], before[0])
     np.testing.assert_array_equal(centred[1:], before[1:])
+
+
+def _rank(row: dict) -> tuple[int, bool, int]:
+    """A candidate row's place in the order of simplicity: its centering in CANDIDATES (per plate first), then
+    centroid, kNN, 1-NN."""
+    mode = ["centroid", "knn"].index(row["mode"]) + (row["n_neighbors"] == 1)
+    methods = list(dict.fromkeys(c for c, _ in CANDIDATES))
+    return methods.index(row["center"]), not row["per_plate"], mode
+
+
+def _one_control_class(table: EmbeddingTable, target_labels: bool = True) -> EmbeddingTable:
+    """The table with every control relabelled as one class (as DMSO-only profiles); optionally the target's
+    treatment labels removed."""
+    meta = table.meta.copy()
+    controls = table.control_mask()
+    meta.loc[controls, "Metadata_sirna_id"] = int(meta.loc[controls, "Metadata_sirna_id"].min())
+    if not target_labels:
+        meta.loc[table.experiment_mask(TARGET) & ~controls, "Metadata_sirna_id"] = None
+    return EmbeddingTable(meta, table.features, table.feature_names)
+
+
+def test_controls_of_one_class_choose_by_cross_validation_on_the_training_experiments(
+    small_table: EmbeddingTable,
+) -> None:
+    huvec = small_table.subset(small_table.meta["Metadata_cell_type"].eq("HUVEC").to_numpy())
+    config, sel = choose_config(_one_control_class(huvec), TARGET, IndexConfig(center="auto", mode="auto"))
+    assert "training experiments" in sel.reason
+    assert "controls of a single class" in sel.reason
+    best = sel.table[0]
+    leader = max(r["training_top1"] for r in sel.table)
+    se = (leader * (1 - leader) / best["wells"]) ** 0.5
+    assert best["training_top1"] >= leader - se - 1e-9  # the simplest within one standard error of the leader
+    simpler = [r for r in sel.table if _rank(r) < _rank(best)]
+    assert all(r["training_top1"] < leader - se for r in simpler)
+    assert (config.center, config.per_plate, config.mode) == (best["center"], best["per_plate"], best["mode"])
+    assert config.n_neighbors == (best["n_neighbors"] or IndexConfig().n_neighbors)
+    assert {r["n_neighbors"] for r in sel.table} == {None, 1}  # kNN as configured and as 1-NN
+    # the target's own treatment labels play no part
+    blind_table = _one_control_class(huvec, target_labels=False)
+    _, blind = choose_config(blind_table, TARGET, IndexConfig(center="auto", mode="auto"))
+    assert blind.table == sel.table
+
+
+def test_profiles_are_judged_on_the_training_treatments_and_embeddings_on_their_controls(
+    small_table: EmbeddingTable,
+) -> None:
+    huvec = small_table.subset(small_table.meta["Metadata_cell_type"].eq("HUVEC").to_numpy())
+    profiles = EmbeddingTable(huvec.meta, huvec.features, huvec.feature_names)  # no model fingerprint
+    _, sel = choose_config(profiles, TARGET, IndexConfig(center="auto", mode="auto"))
+    assert "profiles no model was trained on" in sel.reason
+    assert {r["center"] for r in sel.table} == {c for c, _ in CANDIDATES}  # every centering, profile ones included
+    _, sel = choose_config(huvec, TARGET, IndexConfig(center="auto", mode="auto"))
+    assert "labelled control wells" in sel.reason
+    assert {(r["center"], r["per_plate"]) for r in sel.table} <= set(CONTROL_CANDIDATES)

@@ -122,3 +122,60 @@ def test_bad_queries_are_refused(index: ExperimentIndex, queries) -> None:
         classify(q, index, mode="vote")
     with pytest.raises(ValueError, match="mode must be one of"):
         sirna_scores(q, index, mode="vote")
+
+
+def _brute_neighbours(index: ExperimentIndex, q: np.ndarray) -> np.ndarray:
+    """Entries of each query, nearest first (numpy brute force)."""
+    return np.argsort(-(q.astype(np.float64) @ index.vectors.T.astype(np.float64)), axis=1, kind="stable")
+
+
+def test_one_nearest_neighbour_names_the_nearest_entry_even_with_a_longer_top_k(index: ExperimentIndex, queries):
+    q, _ = queries
+    got = classify(q, index, k=5, mode="knn", n_neighbors=1)
+    nearest = _brute_neighbours(index, q)[:, 0]
+    np.testing.assert_array_equal(got.top1, index.entry_labels[nearest])
+    assert (got.sirna_ids[:, 1] >= 0).all()  # the top-5 is filled by the next neighbours' classes
+    assert (got.scores[:, 0] > 0.99).all()  # the one vote
+
+
+def test_majority_vote_counts_one_vote_per_neighbour(index: ExperimentIndex, queries) -> None:
+    q, _ = queries
+    got = classify(q, index, k=1, mode="knn", n_neighbors=7, vote="majority")
+    order = _brute_neighbours(index, q)[:, :7]
+    sims = q.astype(np.float64) @ index.vectors.T.astype(np.float64)
+    for i in range(len(q)):
+        votes: dict[int, list[float]] = {}
+        for j in order[i]:
+            v = votes.setdefault(int(index.entry_labels[j]), [0.0, 0.0])
+            v[0] += 1
+            v[1] += np.exp((sims[i, j] - sims[i, order[i, 0]]) / 0.2)
+        # the most votes; ties to the class whose neighbours are nearer (the larger weighted vote)
+        assert got.top1[i] == max(votes, key=lambda s: (votes[s][0], votes[s][1]))
+
+
+def test_excluded_wells_are_neither_neighbours_nor_in_centroids(index: ExperimentIndex, queries, small_table) -> None:
+    q, _ = queries
+    rows = small_table.experiment_mask("HUVEC-01") & ~small_table.control_mask()
+    wells = small_table.meta.loc[rows, "Metadata_well"].to_numpy(dtype=str)
+    entry_wells = index.entries["well"].to_numpy(dtype=str)
+    knn = classify(q, index, k=1, mode="knn", n_neighbors=1, exclude_wells=wells)
+    cen = classify(q, index, k=1, mode="centroid", exclude_wells=wells)
+    order = _brute_neighbours(index, q)
+    for i in range(len(q)):
+        other = order[i][entry_wells[order[i]] != wells[i]]
+        assert knn.top1[i] == index.entry_labels[other[0]]
+        keep = entry_wells != wells[i]
+        ids = np.unique(index.entry_labels[keep])
+        sims = []
+        for sid in ids:
+            m = index.vectors[keep & (index.entry_labels == sid)].astype(np.float64).mean(axis=0)
+            sims.append(float(q[i] @ (m / np.linalg.norm(m))))
+        assert cen.top1[i] == ids[int(np.argmax(sims))]
+
+
+def test_bad_vote_options_are_refused(index: ExperimentIndex, queries) -> None:
+    q, _ = queries
+    with pytest.raises(ValueError, match="vote must be one of weighted, majority"):
+        classify(q, index, vote="plurality")
+    with pytest.raises(ValueError, match="exclude_wells must hold one well per query"):
+        classify(q, index, exclude_wells=np.array(["A01"]))

@@ -171,3 +171,17 @@ def test_cli_choices_and_defaults_match_the_library() -> None:
         assert index_config_from_args(parsed, build=True) == IndexConfig(center="auto", mode="auto"), name
     parsed = parser.parse_args(["evaluate", "--embeddings", "e.parquet"])
     assert index_config_from_args(parsed) == IndexConfig(), "evaluate"
+
+
+def test_evaluate_options_of_the_knn_vote_grouping_and_same_well(
+    profiles_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "r.json"
+    argv = ["-q", "evaluate", "--embeddings", str(profiles_path), "--center-on", "all", "--center", "mad_robustize"]
+    more = ["--group-by", "plate", "--exclude-same-well", "--n-neighbors", "1", "--vote", "majority", "--no-map"]
+    assert main([*argv, *more, "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["config"]["group_by"] == "plate"
+    assert data["config"]["exclude_same_well"] is True
+    assert (data["config"]["index"]["n_neighbors"], data["config"]["index"]["vote"]) == (1, "majority")
+    assert "centering mad_robustize on all" in capsys.readouterr().out

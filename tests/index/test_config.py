@@ -10,7 +10,11 @@ from phenoprint.index.config import IndexConfig
 def test_index_config_validates_and_round_trips() -> None:
     config = IndexConfig(center="center_scale", kind="hnsw", pca_dim=8)
     assert IndexConfig.from_json(config.to_json()) == config
-    with pytest.raises(ValueError, match="center must be one of none, center, center_scale, tvn, auto; got 'pca'"):
+    with pytest.raises(
+        ValueError,
+        match="center must be one of none, center, center_scale, tvn, mad_robustize, zca, zca_cor, tvn_pooled, auto; "
+        "got 'pca'",
+    ):
         IndexConfig(center="pca")
     with pytest.raises(ValueError, match="open_set_quantile must be in"):
         IndexConfig(open_set_quantile=1.5)

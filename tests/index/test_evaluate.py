@@ -105,3 +105,76 @@ def test_eval_config_validates() -> None:
     with pytest.raises(ValueError, match="holdout must name at least one"):
         EvalConfig(holdout=())
     assert EvalConfig(holdout=("A",)).to_json()["holdout"] == ["A"]
+
+
+def _one_layout_table(labelled_b: bool, batches: tuple[str, ...] = ("A", "B")) -> EmbeddingTable:
+    """2 batches x 2 plates of one layout: label i in well A0i on every plate; batch B's treatments labelled or not."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(5, 8)) * 3
+    rows, x = [], []
+    for b, exp in enumerate(batches):
+        offset = rng.normal(size=8) * 5
+        for plate in (1, 2):
+            for i in range(5):
+                control = i == 0
+                label = i if (control or exp == "A" or labelled_b) else None
+                well_type = "negative_control" if control else "treatment"
+                rows.append((exp, plate, f"A{i + 1:02d}", label, well_type))
+                x.append(centres[i] + offset + rng.normal(size=8) * 0.1 + b)
+    meta = pd.DataFrame(
+        rows,
+        columns=["Metadata_experiment", "Metadata_plate", "Metadata_well", "Metadata_sirna_id", "Metadata_well_type"],
+    )
+    meta["Metadata_sirna_id"] = meta["Metadata_sirna_id"].astype("Int64")
+    return EmbeddingTable(meta, np.asarray(x, dtype=np.float32), tuple(f"f{j}" for j in range(8)))
+
+
+def test_leave_one_plate_out_puts_the_batch_other_plates_in_the_reference() -> None:
+    table = _one_layout_table(labelled_b=False)
+    base = {"holdout": ("A",), "replicate_map": False, "silhouette": False, "index": IndexConfig(center="center")}
+    by_batch = evaluate(table, EvalConfig(**base))
+    by_plate = evaluate(table, EvalConfig(group_by="plate", **base))
+    assert by_batch.n_queries == by_plate.n_queries == 8
+    assert by_batch.overall["reachable"] == 0.0  # batch B's treatments carry no labels
+    assert by_plate.overall["reachable"] == 1.0  # A's other plate does
+    assert by_plate.overall["knn_top1"] == by_plate.overall["centroid_top1"] == 1.0
+    assert sorted(set(by_plate.per_query["plate"])) == [1, 2]
+
+
+def test_exclude_same_well_hides_the_same_position_on_other_plates() -> None:
+    table = _one_layout_table(labelled_b=True)
+    base = {"replicate_map": False, "silhouette": False, "index": IndexConfig(center="center", n_neighbors=1)}
+    plain = evaluate(table, EvalConfig(**base))
+    hidden = evaluate(table, EvalConfig(exclude_same_well=True, **base))
+    assert plain.overall["knn_top1"] == plain.overall["centroid_top1"] == 1.0
+    # every label sits at one position: with that position hidden, no replicate is left to find
+    assert hidden.overall["knn_top1"] == hidden.overall["centroid_top1"] == 0.0
+    with pytest.raises(ValueError, match="group_by must be one of experiment, plate"):
+        EvalConfig(group_by="well")
+
+
+def test_auto_on_one_control_class_ranks_with_the_same_wells_hidden_when_asked() -> None:
+    table = _one_layout_table(labelled_b=True, batches=("A", "B", "C"))
+    base = {"holdout": ("A",), "replicate_map": False, "silhouette": False}
+    ic = IndexConfig(center="auto", mode="auto")
+    seen = evaluate(table, EvalConfig(index=ic, **base)).choices["A"]
+    hidden = evaluate(table, EvalConfig(index=ic, exclude_same_well=True, **base)).choices["A"]
+    assert "training experiments" in seen["reason"]
+    assert max(r["training_top1"] for r in seen["table"]) == 1.0
+    assert max(r["training_top1"] for r in hidden["table"]) == 0.0  # each label has one position: nothing left
+
+
+def test_auto_falls_back_when_no_training_batch_shares_a_label_with_another() -> None:
+    from phenoprint.index.choose import choose_config
+
+    table = _one_layout_table(labelled_b=True, batches=("A", "B", "C"))
+    meta = table.meta.copy()
+    treated = meta["Metadata_well_type"].eq("treatment")
+    meta.loc[treated & meta["Metadata_experiment"].eq("C"), "Metadata_sirna_id"] += 100  # C's treatments: others'
+    disjoint = EmbeddingTable(meta, table.features, table.feature_names)
+    config, sel = choose_config(disjoint, "A", IndexConfig(center="auto", mode="auto"))
+    assert (config.center, config.per_plate, config.mode) == ("center", False, "centroid")
+    assert "training experiments" not in sel.reason
