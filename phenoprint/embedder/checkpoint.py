@@ -21,6 +21,7 @@ from torch import nn
 from phenoprint import __version__
 from phenoprint.atomic import atomic_path, held, make_temp_dir, remove_stale, write_json_atomic
 from phenoprint.configs import config_from_json, config_to_json
+from phenoprint.data.layout import RXRX1_CHANNELS
 from phenoprint.embedder.config import ModelConfig, TrainConfig
 from phenoprint.errors import CheckpointError
 
@@ -79,8 +80,12 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
 def fingerprint(config: TrainConfig, embedder: nn.Module) -> str:
     """SHA-256 of what determines the vectors: the model config, input size and normalization, and the weights."""
     h = hashlib.sha256()
+    model = config_to_json(config.model)
+    if tuple(config.model.channels) == RXRX1_CHANNELS:
+        # added with named channels: runs of RxRx1's six stains, which every earlier run was, keep their fingerprint
+        model.pop("channels", None)
     identity = {
-        "model": config_to_json(config.model),
+        "model": model,
         "image_size": config.image_size,
         "normalization": config.normalization,
     }

@@ -116,3 +116,33 @@ def test_unfinished_runs_are_refused_with_a_hint(tmp_path: Path) -> None:
     (tmp_path / "run.json").write_text(json.dumps(info))
     with pytest.raises(CheckpointError, match="run format 99"):
         read_run(tmp_path)
+
+
+def test_runs_of_rxrx1_channels_keep_the_fingerprint_they_had_before_channels_were_named() -> None:
+    """Named channels joined the model config after runs existed: an RxRx1 run (every earlier one) must keep the
+    fingerprint written in its run.json, or it no longer loads (the demo's trained model was refused this way). Here
+    the fingerprint as it was computed then, re-derived: the model config without ``channels``."""
+    import hashlib
+
+    import numpy as np
+
+    from phenoprint.configs import config_to_json
+    from phenoprint.embedder.checkpoint import state_dict_to_cpu
+
+    torch.manual_seed(0)
+    model = Embedder(CFG.model)
+    old_model = {k: v for k, v in config_to_json(CFG.model).items() if k != "channels"}
+    h = hashlib.sha256()
+    identity = {"model": old_model, "image_size": CFG.image_size, "normalization": CFG.normalization}
+    h.update(json.dumps(identity, sort_keys=True).encode())
+    for name, tensor in sorted(state_dict_to_cpu(model).items()):
+        h.update(name.encode())
+        h.update(str(tensor.dtype).encode())
+        h.update(np.ascontiguousarray(tensor.numpy()).tobytes())
+    assert fingerprint(CFG, model) == h.hexdigest()
+    five = ModelConfig(
+        backbone="resnet10t", embedding_dim=8, num_classes=4, channels=("DNA", "ER", "RNA", "AGP", "Mito")
+    )
+    torch.manual_seed(0)
+    other = TrainConfig(model=five, image_size=16)
+    assert fingerprint(other, Embedder(five)) != fingerprint(CFG, model)  # another channel set is another model
