@@ -100,6 +100,30 @@ def read_profile_file(path: str | Path) -> pd.DataFrame:
         raise EmbeddingTableError(f"{path}: not a readable CSV or Parquet profile file ({exc})") from exc
 
 
+def missing_value_masks(x: np.ndarray, na_cutoff: float = DEFAULT_NA_CUTOFF) -> tuple[np.ndarray, np.ndarray]:
+    """Which features to keep and which wells, where values are missing (NaN or inf): a feature missing in more than
+    ``na_cutoff`` of the wells goes, as pycytominer's ``feature_select(operation="drop_na_columns")`` drops it, then
+    a well still missing a kept feature goes (never filled with zeros, which would be a made-up measurement).
+
+    Returns:
+        (features kept, wells kept) boolean masks.
+
+    Raises:
+        EmbeddingTableError: every feature is over the cutoff, or every well misses a kept feature.
+    """
+    missing = ~np.isfinite(x)
+    keep = missing.mean(axis=0) <= na_cutoff
+    if not keep.any():
+        raise EmbeddingTableError(
+            f"every one of the {x.shape[1]} shared features is missing in more than {na_cutoff:.0%} of the "
+            "wells (raise --na-cutoff, or check the files)"
+        )
+    good_rows = ~missing[:, keep].any(axis=1)
+    if not good_rows.any():
+        raise EmbeddingTableError("every well is missing a kept feature; nothing to import")
+    return keep, good_rows
+
+
 def import_profiles(paths: Sequence[str | Path], columns: ProfileColumns) -> ProfileImport:
     """Read profile files and map their columns onto an embedding table.
 
@@ -139,22 +163,12 @@ def import_profiles(paths: Sequence[str | Path], columns: ProfileColumns) -> Pro
     frame = pd.concat([f[[*dict.fromkeys(needed + _query_columns(f, columns.controls)), *features]] for f in frames])
     frame = frame.reset_index(drop=True)
     x = frame[features].to_numpy(dtype=np.float64)
-    missing = ~np.isfinite(x)
-    share = missing.mean(axis=0)
-    keep = share <= columns.na_cutoff
+    keep, good_rows = missing_value_masks(x, columns.na_cutoff)
     mostly_missing = [c for c, k in zip(features, keep, strict=True) if not k]
-    if not keep.any():
-        raise EmbeddingTableError(
-            f"every one of the {len(features)} shared features is missing in more than {columns.na_cutoff:.0%} of the "
-            "wells (raise --na-cutoff, or check the files)"
-        )
-    good_rows = ~missing[:, keep].any(axis=1)
     controls = _control_mask(frame, columns.controls)
     meta = _metadata(frame, columns, controls)
     kept = [c for c, k in zip(features, keep, strict=True) if k]
     meta, x, controls = meta[good_rows].reset_index(drop=True), x[good_rows][:, keep], controls[good_rows]
-    if not len(meta):
-        raise EmbeddingTableError("every well is missing a kept feature; nothing to import")
     labels = meta.pop("_label")
     codes, uniques = pd.factorize(labels)
     meta["Metadata_sirna_id"] = pd.array(np.where(codes >= 0, codes, -1), dtype="Int64")
