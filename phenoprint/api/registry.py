@@ -297,7 +297,7 @@ class _Replaced(Exception):
 def _warm_up(index: ExperimentIndex) -> None:
     """Compute the index's lazy parts (centroids, label codes, the search index) here rather than in a request."""
     _ = index.centroids, index.entry_codes, index.control_ids
-    index.search(np.zeros((1, index.dim), dtype=np.float32), 1)
+    index.search(np.zeros((1, index.vector_dim), dtype=np.float32), 1)
 
 
 def _stamp(path: Path) -> Stamp | None:

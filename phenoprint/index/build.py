@@ -22,7 +22,7 @@ from phenoprint.index.experiment import ExperimentIndex
 from phenoprint.index.openset import OpenSetThreshold, calibrate_index
 from phenoprint.index.plate_groups import learn_plate_groups
 from phenoprint.index.storage import ARTIFACT_KIND, FORMAT_VERSION
-from phenoprint.index.table_centering import center_table, fit_table_centering
+from phenoprint.index.table_centering import VIEW_SEP, center_table, fit_table_centering
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,9 @@ def assemble_index(
     open_set = calibrate_index(
         table, centred, experiment, vectors, entries, config.open_set_quantile, config.open_set_calibration
     )
-    target_keys = [k for k in stats if k == experiment or k.startswith(f"{experiment}/")]
+    # an ensemble's keys are view::batch (phenoprint.index.table_centering.split_views)
+    batch_of = {k: k.rpartition(VIEW_SEP)[2] for k in stats}
+    target_keys = [k for k, b in batch_of.items() if b == experiment or b.startswith(f"{experiment}/")]
     manifest = _manifest(table, experiment, config, fingerprint, stats, target_keys, entries, target, index, open_set)
     manifest["plate_groups"] = None if plate_groups is None else len(plate_groups.groups)  # in its place of the record
     return ExperimentIndex(
@@ -218,7 +220,7 @@ def _manifest(
         "format_version": FORMAT_VERSION,
         "experiment": experiment,
         "cell_type": cell_type,
-        "dim": int(index.d),
+        "dim": int(table.dim),  # of the vectors queried; an ensemble's index holds views x dim
         "fingerprint": fingerprint,
         "centering": {
             "method": config.center,

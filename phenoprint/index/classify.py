@@ -118,7 +118,7 @@ def classify(
     Raises:
         ValueError: bad shapes, k < 1, or unknown mode.
     """
-    q = _check_queries(queries_centred, index.dim)
+    q = _check_queries(queries_centred, index.vector_dim)
     if k < 1:
         raise ValueError(f"k must be >= 1; got {k}")
     if mode not in MODES:
@@ -173,7 +173,7 @@ def _to_centroids(
     if wells is None:
         return np.asarray(q @ index.centroids.T)
     out = np.empty((len(q), len(index.sirna_ids)), dtype=np.float32)
-    sums = np.zeros((len(index.sirna_ids), index.dim), dtype=np.float64)
+    sums = np.zeros((len(index.sirna_ids), index.vector_dim), dtype=np.float64)
     np.add.at(sums, index.entry_codes, index.vectors)
     counts = np.bincount(index.entry_codes, minlength=len(index.sirna_ids))
     for well in np.unique(wells):
@@ -211,7 +211,7 @@ def sirna_scores(
     maximum: the nearest replicate for small T, their mean for large T; exact, whatever the FAISS index kind).
     ``centroid`` is the cosine to each siRNA's centroid.
     """
-    q = _check_queries(queries_centred, index.dim)
+    q = _check_queries(queries_centred, index.vector_dim)
     if mode == "centroid":
         return SirnaScores(index.sirna_ids, (q @ index.centroids.T).astype(np.float32))
     if mode != "knn":

@@ -14,6 +14,7 @@ from phenoprint.cli import Command
 from phenoprint.index.centering import CENTER_METHOD_HELP, REFERENCES
 from phenoprint.index.config import (
     CALIBRATION_SOURCES,
+    CENTER_CHOICES,
     INDEX_KIND_HELP,
     MODE_HELP,
     MODES,
@@ -43,12 +44,14 @@ def add_centering_options(
     """
     p.add_argument(
         "--center",
-        choices=(_AUTO, *CENTER_METHOD_HELP),
+        choices=CENTER_CHOICES,
         default=_default("center") if default_center is None else default_center,
         help="batch centering fitted per experiment on its reference wells: "
         + "; ".join(CENTER_METHOD_HELP.values())
-        + "; auto (each of them, per experiment and per plate, scored on the batch's labelled controls against the "
-        "other experiments' controls; the best is kept and the table recorded in the manifest)",
+        + "; ensemble (the mean cosine over all of them, per experiment and per plate; with --center-on all the "
+        "whitening ones are left out); auto (the default: for a model's embeddings, the RxRx1 centerings scored on "
+        "the batch's labelled controls against the other experiments' controls, the best kept and the table "
+        "recorded in the manifest; for profiles no model was trained on, the ensemble with cosine 1-NN)",
     )
     p.add_argument(
         "--center-on",
@@ -118,7 +121,7 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--mode",
         choices=(_AUTO, *MODE_HELP),
-        default=_AUTO,  # the verbs that build an index choose the mode on the batch's controls (not IndexConfig's)
+        default=_default("mode"),  # auto: chosen per batch with the centering
         help="how the index names wells (the service and predict use it): "
         + ", ".join(MODE_HELP.values())
         + ", or auto (the better of the two on the batch's labelled controls)",
@@ -273,7 +276,7 @@ def _run_info(args: argparse.Namespace) -> int:
 
 def _add_evaluate(p: argparse.ArgumentParser) -> None:
     _add_embeddings(p)
-    add_centering_options(p)
+    add_centering_options(p, default_center=_AUTO)
     p.add_argument(
         "--holdout",
         default=None,
@@ -331,8 +334,16 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         write_json_atomic(report.to_json(), args.out)
         print(f"wrote {args.out}")
     if args.plots is not None:
+        from collections import Counter
+        from dataclasses import replace
+
         from phenoprint.index.plots import plots
 
+        if report.choices:  # auto: the centering chosen most often, as the report's mAP uses
+            (center, per_plate), _ = Counter(
+                (c["center"], c["per_plate"]) for c in report.choices.values()
+            ).most_common(1)[0]
+            index_config = replace(index_config, center=center, per_plate=per_plate)
         for path in plots(table, index_config, args.plots):
             print(f"wrote {path}")
     return 0

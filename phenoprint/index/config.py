@@ -24,8 +24,9 @@ Scope = Literal["same_cell_type", "all"]
 SCOPES: tuple[str, ...] = get_args(Scope)
 CalibrationSource = Literal["controls", "training"]
 CALIBRATION_SOURCES: tuple[str, ...] = get_args(CalibrationSource)
-#: ``auto``: chosen at build time on the batch's own labelled controls (:mod:`phenoprint.index.choose`).
-CenterChoice = Literal[CenterMethod, "auto"]
+#: ``ensemble``: the mean cosine over every centering (:data:`phenoprint.index.table_centering.ENSEMBLE`);
+#: ``auto``: chosen at build time (:mod:`phenoprint.index.choose`).
+CenterChoice = Literal[CenterMethod, "ensemble", "auto"]
 CENTER_CHOICES: tuple[str, ...] = get_args(CenterChoice)
 #: How the service and ``predict`` name wells (:func:`phenoprint.index.classify.classify`): the one list the ``Mode``
 #: type (a test checks they agree), the classifiers and the command line's choices use.
@@ -48,7 +49,7 @@ MODE_CHOICES: tuple[str, ...] = get_args(ModeChoice)
 class IndexConfig:
     """How a per-experiment index is built and queried (saved resolved in every index's manifest)."""
 
-    center: CenterChoice = "tvn"  # none | center | center_scale | tvn (fitted on each batch's reference wells) | auto
+    center: CenterChoice = "auto"  # auto (chosen per batch: phenoprint.index.choose) | ensemble | a centering method
     reference: Reference = "controls"  # controls | all: which wells the centering statistics are fitted on
     pca_dim: int | None = None  # TVN: components estimated one by one (None: half the reference wells, at most d)
     ridge: float = DEFAULT_RIDGE  # TVN: λ of (Σ + λI)^(-1/2) as a fraction of the mean eigenvalue
@@ -67,9 +68,11 @@ class IndexConfig:
     open_set_calibration: CalibrationSource = (
         "training"  # training (other experiments' treatments) or controls (its own)
     )
-    mode: ModeChoice = "centroid"  # knn | centroid: how the service and `predict` name wells (auto: chosen on controls)
+    mode: ModeChoice = "auto"  # knn | centroid: how the service and `predict` name wells | auto (chosen per batch)
 
     def __post_init__(self) -> None:
+        if self.center == "ensemble" and not self.per_plate:  # its per-plate views need each well's plate
+            object.__setattr__(self, "per_plate", True)
         for name, allowed in (
             ("center", CENTER_CHOICES),
             ("mode", MODE_CHOICES),

@@ -33,6 +33,7 @@ from phenoprint.index.storage import (
     entry_problems,
     file_record,
 )
+from phenoprint.index.table_centering import VIEW_SEP, apply_ensemble, is_ensemble, split_views
 
 
 class IndexedWell(NamedTuple):
@@ -99,7 +100,13 @@ class ExperimentIndex:
 
     @property
     def dim(self) -> int:
+        """The dimension of the raw vectors this index centres and answers (the table's)."""
         return int(self.manifest["dim"])
+
+    @property
+    def vector_dim(self) -> int:
+        """The dimension of the centred vectors it searches: :attr:`dim`, or views x dim for an ensemble."""
+        return int(self.vectors.shape[1])
 
     @property
     def fingerprint(self) -> str | None:
@@ -133,9 +140,12 @@ class ExperimentIndex:
         keys = np.array([f"{self.experiment}/{int(p)}" for p in np.asarray(plates).ravel()])
         if keys.shape != (len(x),):
             raise ValueError(f"plates must have shape ({len(x)},); got {np.asarray(plates).shape}")
-        unknown = sorted(set(keys.tolist()) - set(self.centering))
+        unknown = sorted(set(keys.tolist()) - {f"{self.experiment}/{p}" for p in self.plates})
         if unknown:
-            raise ValueError(f"no centering statistics for {', '.join(unknown)}; known: {', '.join(self.centering)}")
+            known = ", ".join(f"{self.experiment}/{p}" for p in self.plates)
+            raise ValueError(f"no centering statistics for {', '.join(unknown)}; known: {known}")
+        if is_ensemble(self.centering):
+            return apply_ensemble(x, np.full(len(x), self.experiment), np.asarray(plates).ravel(), self.centering)
         out = np.empty(x.shape, dtype=np.float32)
         for key in np.unique(keys):
             out[keys == key] = apply_centering(x[keys == key], self.centering[str(key)])
@@ -183,7 +193,8 @@ class ExperimentIndex:
         if not self.config.per_plate:
             return ()
         prefix = f"{self.experiment}/"
-        return tuple(sorted(int(k[len(prefix) :]) for k in self.centering if k.startswith(prefix)))
+        keys = {k.rpartition(VIEW_SEP)[2] for k in self.centering}  # an ensemble's keys are view::batch
+        return tuple(sorted(int(k[len(prefix) :]) for k in keys if k.startswith(prefix)))
 
     def sirna_wells(self, sirna_id: int) -> list[IndexedWell]:
         """The indexed wells of one siRNA (empty when it has none), in entry order."""
@@ -274,8 +285,10 @@ class ExperimentIndex:
             raise IndexFormatError(f"{path}: unreadable index file ({type(exc).__name__}: {exc})") from exc
         dim = int(manifest["dim"])
         problems = []
-        if index.d != dim:
-            problems.append(f"{INDEX_FILE} has dimension {index.d}, the manifest says {dim}")
+        views = len(split_views(centering)) if is_ensemble(centering) else 1
+        if index.d != dim * views:
+            said = f"{dim}" if views == 1 else f"{views} views x {dim}"
+            problems.append(f"{INDEX_FILE} has dimension {index.d}, the manifest says {said}")
         if index.ntotal != len(entries):
             problems.append(f"{INDEX_FILE} holds {index.ntotal} vectors but {ENTRIES_FILE} has {len(entries)} rows")
         problems += entry_problems(entries)

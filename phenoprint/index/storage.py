@@ -12,6 +12,7 @@ import pandas as pd
 from phenoprint.errors import IndexFormatError
 from phenoprint.index.centering import CenteringStats
 from phenoprint.index.config import IndexConfig
+from phenoprint.index.table_centering import ENSEMBLE, VIEW_SEP
 
 #: Bumped whenever the directory layout or the meaning of a stored file changes; older indexes are refused.
 #: 2: the manifest records each file's size and SHA-256 (``files: {name: {bytes, sha256}}``), verified at load.
@@ -103,7 +104,14 @@ def centering_problems(
     problems = []
     for key, stats in centering.items():
         where = f"{CENTERING_FILE} [{key}]"
-        if stats.method != config.center:
+        view, sep, _ = key.rpartition(VIEW_SEP)  # an ensemble's keys are view::batch
+        if sep and config.center != ENSEMBLE:
+            problems.append(f"{where} is an ensemble's view, the manifest says {config.center!r}")
+        elif sep and view.partition("/")[0] != stats.method:
+            problems.append(f"{where} was fitted with {stats.method!r}, its key says {view!r}")
+        elif not sep and config.center == ENSEMBLE:
+            problems.append(f"{where} names no view of the ensemble the manifest says")
+        elif not sep and stats.method != config.center:
             problems.append(f"{where} was fitted with {stats.method!r}, the manifest says {config.center!r}")
         p = stats.components.shape[1] if stats.components.ndim == 2 else -1
         for name, array, shape in (

@@ -73,12 +73,14 @@ def rehash_manifest(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def huvec_index(small_table: EmbeddingTable) -> ExperimentIndex:
-    return build_experiment_index(small_table, "HUVEC-01", IndexConfig())
+    return build_experiment_index(small_table, "HUVEC-01", IndexConfig(center="tvn", mode="centroid"))
 
 
 @pytest.fixture(scope="module")
 def index(small_table: EmbeddingTable) -> ExperimentIndex:
-    return build_experiment_index(small_table, "HUVEC-01", IndexConfig(n_neighbors=20, temperature=0.2))
+    return build_experiment_index(
+        small_table, "HUVEC-01", IndexConfig(center="tvn", mode="centroid", n_neighbors=20, temperature=0.2)
+    )
 
 
 def reference_centroids(index: ExperimentIndex) -> tuple[list[int], np.ndarray]:

@@ -114,7 +114,7 @@ def test_bad_inputs_are_refused() -> None:
 
 
 def test_assignment_on_an_index_with_learned_plate_groups(small_table: EmbeddingTable) -> None:
-    index = build_experiment_index(small_table, "RPE-02", IndexConfig())
+    index = build_experiment_index(small_table, "RPE-02", IndexConfig(center="tvn", mode="centroid"))
     assert index.plate_groups is not None
     rows = small_table.experiment_mask("RPE-02") & ~small_table.control_mask()
     q = index.center(small_table.features[rows])

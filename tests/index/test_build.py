@@ -81,7 +81,7 @@ def test_a_new_batch_needs_only_its_control_labels(small_table: EmbeddingTable, 
     unlabelled = (meta.Metadata_experiment == "HUVEC-01") & (meta.Metadata_well_type == "treatment")
     meta.loc[unlabelled, "Metadata_sirna_id"] = pd.NA
     table = EmbeddingTable(meta, small_table.features.copy(), small_table.feature_names, small_table.fingerprint)
-    index = build_experiment_index(table, "HUVEC-01", IndexConfig())
+    index = build_experiment_index(table, "HUVEC-01", IndexConfig(center="tvn", mode="centroid"))
     pd.testing.assert_frame_equal(index.entries, huvec_index.entries)
     np.testing.assert_array_equal(index.vectors, huvec_index.vectors)
     x = small_table.features[_rows(small_table, "HUVEC-01")]
@@ -98,19 +98,19 @@ def test_a_crash_while_building_changes_nothing_on_disk(
 
     monkeypatch.setattr(build_module.faiss_backend, "make_index", crash)
     with pytest.raises(MemoryError):
-        build_experiment_index(small_table, "HUVEC-02", IndexConfig()).save(out)
+        build_experiment_index(small_table, "HUVEC-02", IndexConfig(center="tvn", mode="centroid")).save(out)
     monkeypatch.undo()
     assert ExperimentIndex.load(out).experiment == "HUVEC-01"
 
 
 def test_refusals(small_table: EmbeddingTable) -> None:
     with pytest.raises(UnknownExperimentError, match="unknown experiment 'HUVEC-99'"):
-        build_experiment_index(small_table, "HUVEC-99", IndexConfig())
+        build_experiment_index(small_table, "HUVEC-99", IndexConfig(center="tvn", mode="centroid"))
     with pytest.raises(EmbeddingTableError, match="model 'synthetic' but fingerprint 'x'"):
-        build_experiment_index(small_table, "HUVEC-01", IndexConfig(), fingerprint="x")
+        build_experiment_index(small_table, "HUVEC-01", IndexConfig(center="tvn", mode="centroid"), fingerprint="x")
     no_controls = small_table.subset(~small_table.control_mask())
     with pytest.raises(EmbeddingTableError, match=r"has 0 control wells.*use --center-on all"):
-        build_experiment_index(no_controls, "HUVEC-01", IndexConfig())
+        build_experiment_index(no_controls, "HUVEC-01", IndexConfig(center="tvn", mode="centroid"))
     index = build_experiment_index(no_controls, "HUVEC-01", IndexConfig(reference="all"))
     assert index.manifest["counts"]["controls"] == 0
     assert index.open_set.source == "training_entries"

@@ -187,7 +187,7 @@ def _one_control_class(table: EmbeddingTable, target_labels: bool = True) -> Emb
     meta.loc[controls, "Metadata_sirna_id"] = int(meta.loc[controls, "Metadata_sirna_id"].min())
     if not target_labels:
         meta.loc[table.experiment_mask(TARGET) & ~controls, "Metadata_sirna_id"] = None
-    return EmbeddingTable(meta, table.features, table.feature_names)
+    return EmbeddingTable(meta, table.features, table.feature_names, table.fingerprint)
 
 
 def test_controls_of_one_class_choose_by_cross_validation_on_the_training_experiments(
@@ -204,7 +204,7 @@ def test_controls_of_one_class_choose_by_cross_validation_on_the_training_experi
     simpler = [r for r in sel.table if _rank(r) < _rank(best)]
     assert all(r["training_top1"] < leader - se for r in simpler)
     assert (config.center, config.per_plate, config.mode) == (best["center"], best["per_plate"], best["mode"])
-    assert config.n_neighbors == (best["n_neighbors"] or IndexConfig().n_neighbors)
+    assert config.n_neighbors == (best["n_neighbors"] or IndexConfig(center="tvn", mode="centroid").n_neighbors)
     assert {r["n_neighbors"] for r in sel.table} == {None, 1}  # kNN as configured and as 1-NN
     # the target's own treatment labels play no part
     blind_table = _one_control_class(huvec, target_labels=False)
@@ -212,14 +212,15 @@ def test_controls_of_one_class_choose_by_cross_validation_on_the_training_experi
     assert blind.table == sel.table
 
 
-def test_profiles_are_judged_on_the_training_treatments_and_embeddings_on_their_controls(
+def test_profiles_average_every_centering_and_embeddings_are_judged_on_their_controls(
     small_table: EmbeddingTable,
 ) -> None:
     huvec = small_table.subset(small_table.meta["Metadata_cell_type"].eq("HUVEC").to_numpy())
     profiles = EmbeddingTable(huvec.meta, huvec.features, huvec.feature_names)  # no model fingerprint
-    _, sel = choose_config(profiles, TARGET, IndexConfig(center="auto", mode="auto"))
+    config, sel = choose_config(profiles, TARGET, IndexConfig(center="auto", mode="auto"))
     assert "profiles no model was trained on" in sel.reason
-    assert {r["center"] for r in sel.table} == {c for c, _ in CANDIDATES}  # every centering, profile ones included
+    assert (config.center, config.mode, config.n_neighbors) == ("ensemble", "knn", 1)
+    assert sel.table == []
     _, sel = choose_config(huvec, TARGET, IndexConfig(center="auto", mode="auto"))
     assert "labelled control wells" in sel.reason
     assert {(r["center"], r["per_plate"]) for r in sel.table} <= set(CONTROL_CANDIDATES)

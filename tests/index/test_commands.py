@@ -50,13 +50,15 @@ def test_evaluate_prints_writes_json_and_plots(
     argv = ["-q", "evaluate", "--embeddings", str(embeddings), "--holdout", "HUVEC-01,RPE-03", "--assign"]
     assert main([*argv, "--k", "3", "--out", str(report), "--plots", str(figs)]) == 0
     printed = capsys.readouterr().out
-    assert "2 held-out experiment(s), 48 query wells; centering tvn on controls" in printed
+    assert "2 held-out experiment(s), 48 query wells; centering auto on controls" in printed
+    assert "auto for HUVEC-01:" in printed  # what auto chose for each held-out batch, and why
     assert "top1+assign" in printed
     assert "replicate mAP: before" in printed
     data = json.loads(report.read_text())
     assert set(data["per_experiment"]) == {"HUVEC-01", "RPE-03"}
     assert "centroid_top3" in data["overall"]
-    assert data["config"]["index"]["center"] == "tvn"
+    assert data["config"]["index"]["center"] == "auto"
+    assert set(data["choices"]) == {"HUVEC-01", "RPE-03"}
     assert sorted(p.name for p in figs.iterdir()) == ["projection_by_experiment.png", "projection_by_sirna.png"]
 
 
@@ -171,6 +173,7 @@ def test_cli_choices_and_defaults_match_the_library() -> None:
         assert index_config_from_args(parsed, build=True) == IndexConfig(center="auto", mode="auto"), name
     parsed = parser.parse_args(["evaluate", "--embeddings", "e.parquet"])
     assert index_config_from_args(parsed) == IndexConfig(), "evaluate"
+    assert IndexConfig().center == IndexConfig().mode == "auto"  # the default of build-index and evaluate alike
 
 
 def test_evaluate_options_of_the_knn_vote_grouping_and_same_well(

@@ -12,8 +12,8 @@ def test_index_config_validates_and_round_trips() -> None:
     assert IndexConfig.from_json(config.to_json()) == config
     with pytest.raises(
         ValueError,
-        match="center must be one of none, center, center_scale, tvn, mad_robustize, zca, zca_cor, tvn_pooled, auto; "
-        "got 'pca'",
+        match="center must be one of none, center, center_scale, tvn, mad_robustize, zca, zca_cor, tvn_pooled, "
+        "ensemble, auto; got 'pca'",
     ):
         IndexConfig(center="pca")
     with pytest.raises(ValueError, match="open_set_quantile must be in"):

@@ -10,6 +10,7 @@ import pytest
 
 from phenoprint.data.table import EmbeddingTable, read_embeddings
 from phenoprint.errors import EmbeddingTableError, UnknownExperimentError
+from phenoprint.index.choose import CONTROL_CANDIDATES
 from phenoprint.index.config import IndexConfig
 from phenoprint.index.evaluate import EvalConfig, evaluate
 from tests.index.conftest import PROFILE_LABELS
@@ -51,7 +52,11 @@ def test_centering_beats_none_on_batch_effects(small_table: EmbeddingTable, tvn_
 def test_holdout_subset_and_modes(small_table: EmbeddingTable) -> None:
     r = evaluate(small_table, EvalConfig(holdout=("RPE-02",), modes=("centroid",), k=3))
     assert list(r.per_experiment) == ["RPE-02"]
-    assert set(r.overall) == {"centroid_top1", "centroid_top3", "centroid_unknown", "reachable"}
+    # the default centering is auto: its choice's answers are the auto_* columns beside the modes asked for
+    assert set(r.overall) == {f"{m}_{c}" for m in ("centroid", "auto") for c in ("top1", "top3", "unknown")} | {
+        "reachable"
+    }
+    assert r.choices["RPE-02"]["center"] in {c for c, _ in CONTROL_CANDIDATES}
     with pytest.raises(UnknownExperimentError, match="'RPE-09'"):
         evaluate(small_table, EvalConfig(holdout=("RPE-09",)))
 
@@ -107,8 +112,11 @@ def test_eval_config_validates() -> None:
     assert EvalConfig(holdout=("A",)).to_json()["holdout"] == ["A"]
 
 
-def _one_layout_table(labelled_b: bool, batches: tuple[str, ...] = ("A", "B")) -> EmbeddingTable:
-    """2 batches x 2 plates of one layout: label i in well A0i on every plate; batch B's treatments labelled or not."""
+def _one_layout_table(
+    labelled_b: bool, batches: tuple[str, ...] = ("A", "B"), fingerprint: str | None = None
+) -> EmbeddingTable:
+    """2 batches x 2 plates of one layout: label i in well A0i on every plate; batch B's treatments labelled or not.
+    With a fingerprint it stands for a model's embeddings (``auto`` ranks candidates), else for profiles."""
     import numpy as np
     import pandas as pd
 
@@ -129,7 +137,7 @@ def _one_layout_table(labelled_b: bool, batches: tuple[str, ...] = ("A", "B")) -
         columns=["Metadata_experiment", "Metadata_plate", "Metadata_well", "Metadata_sirna_id", "Metadata_well_type"],
     )
     meta["Metadata_sirna_id"] = meta["Metadata_sirna_id"].astype("Int64")
-    return EmbeddingTable(meta, np.asarray(x, dtype=np.float32), tuple(f"f{j}" for j in range(8)))
+    return EmbeddingTable(meta, np.asarray(x, dtype=np.float32), tuple(f"f{j}" for j in range(8)), fingerprint)
 
 
 def test_leave_one_plate_out_puts_the_batch_other_plates_in_the_reference() -> None:
@@ -157,7 +165,7 @@ def test_exclude_same_well_hides_the_same_position_on_other_plates() -> None:
 
 
 def test_auto_on_one_control_class_ranks_with_the_same_wells_hidden_when_asked() -> None:
-    table = _one_layout_table(labelled_b=True, batches=("A", "B", "C"))
+    table = _one_layout_table(labelled_b=True, batches=("A", "B", "C"), fingerprint="synthetic")
     base = {"holdout": ("A",), "replicate_map": False, "silhouette": False}
     ic = IndexConfig(center="auto", mode="auto")
     seen = evaluate(table, EvalConfig(index=ic, **base)).choices["A"]
@@ -170,11 +178,11 @@ def test_auto_on_one_control_class_ranks_with_the_same_wells_hidden_when_asked()
 def test_auto_falls_back_when_no_training_batch_shares_a_label_with_another() -> None:
     from phenoprint.index.choose import choose_config
 
-    table = _one_layout_table(labelled_b=True, batches=("A", "B", "C"))
+    table = _one_layout_table(labelled_b=True, batches=("A", "B", "C"), fingerprint="synthetic")
     meta = table.meta.copy()
     treated = meta["Metadata_well_type"].eq("treatment")
     meta.loc[treated & meta["Metadata_experiment"].eq("C"), "Metadata_sirna_id"] += 100  # C's treatments: others'
-    disjoint = EmbeddingTable(meta, table.features, table.feature_names)
+    disjoint = EmbeddingTable(meta, table.features, table.feature_names, table.fingerprint)
     config, sel = choose_config(disjoint, "A", IndexConfig(center="auto", mode="auto"))
     assert (config.center, config.per_plate, config.mode) == ("center", False, "centroid")
     assert "training experiments" not in sel.reason

@@ -42,7 +42,7 @@ def test_save_and_load_round_trip(huvec_index: ExperimentIndex, tmp_path: Path) 
     np.testing.assert_array_equal(a.ids, b.ids)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["format_version"] == storage.FORMAT_VERSION
-    assert manifest["config"] == IndexConfig().to_json()
+    assert manifest["config"] == IndexConfig(center="tvn", mode="centroid").to_json()
     assert set(manifest["files"]) == {"centering.npz", "entries.parquet", "index.faiss", "plate_groups.json"}
     assert manifest["created"].endswith("+00:00")
 

@@ -112,7 +112,9 @@ def test_an_index_file_of_another_experiment_is_refused(
     small_table: EmbeddingTable, huvec_index: ExperimentIndex, tmp_path: Path
 ) -> None:
     out = huvec_index.save(tmp_path / "idx")
-    other = build_experiment_index(small_table, "HUVEC-02", IndexConfig()).save(tmp_path / "other")
+    other = build_experiment_index(small_table, "HUVEC-02", IndexConfig(center="tvn", mode="centroid")).save(
+        tmp_path / "other"
+    )
     assert len(ExperimentIndex.load(other)) == len(huvec_index)  # the same count: nothing else tells them apart
     (out / "index.faiss").write_bytes((other / "index.faiss").read_bytes())
     with pytest.raises(IndexFormatError, match=r"index\.faiss does not match the content hash"):

@@ -125,7 +125,7 @@ async def classify_plate(experiment: str, plate: int, request: Request, service:
         raise invalid_field("wells", f"{len(wells)} wells sent; a plate holds {len(USED_WELLS)}")
     if not np.isfinite(x).all():
         raise invalid_field("wells", "embeddings must be finite numbers")
-    if index.config.per_plate and f"{index.experiment}/{plate}" not in index.centering:
+    if index.config.per_plate and plate not in index.plates:
         raise invalid_field("plate", f"{experiment} has no centering statistics for plate {plate}")
     meta = pd.DataFrame(
         {
