@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 import pandas as pd
 
 from phenoprint.data.table import EmbeddingTable
 from phenoprint.errors import EmbeddingTableError
-from phenoprint.index.centering import MIN_REFERENCE, REFERENCES, CenteringStats, apply_centering_by, fit_centering_by
+from phenoprint.index.centering import (
+    DEFAULT_EPSILON,
+    MIN_REFERENCE,
+    REFERENCES,
+    CenteringStats,
+    apply_centering_by,
+    fit_centering_by,
+)
 
 
 def batch_keys(meta: pd.DataFrame, per_plate: bool) -> np.ndarray:
@@ -28,9 +37,22 @@ def reference_mask(table: EmbeddingTable, reference: str) -> np.ndarray:
 
 
 def fit_table_centering(
-    table: EmbeddingTable, method: str, reference: str, *, pca_dim: int | None, ridge: float, per_plate: bool
+    table: EmbeddingTable,
+    method: str,
+    reference: str,
+    *,
+    pca_dim: int | None,
+    ridge: float,
+    per_plate: bool,
+    epsilon: float = DEFAULT_EPSILON,
+    pool_without: Collection[str] = (),
 ) -> dict[str, CenteringStats]:
     """Fit every batch of the table on its own reference wells (one set of statistics per experiment or plate).
+
+    Args:
+        epsilon: ZCA / ZCA-cor: ε added to each eigenvalue of the pooled covariance.
+        pool_without: experiments whose reference wells stay out of a sphering method's pooled whitening (the one
+            being onboarded or held out); they keep their own per-batch step. See :func:`fit_centering_by`.
 
     Raises:
         EmbeddingTableError: a batch has no (or too few) reference wells; the message suggests ``--center-on all``.
@@ -50,7 +72,12 @@ def fit_table_centering(
                 f"batch {short.index[0]} has {int(short.iloc[0])} {what} but centering {method!r} needs at least "
                 f"{need}{others}{hint}"
             )
-    return fit_centering_by(table.features, keys, ref, method, pca_dim=pca_dim, ridge=ridge)
+    exclude = set(pool_without)
+    exp = table.meta["Metadata_experiment"].astype(str).to_numpy()
+    pool_exclude = sorted(set(keys[np.isin(exp, list(exclude))].tolist())) if exclude else []
+    return fit_centering_by(
+        table.features, keys, ref, method, pca_dim=pca_dim, ridge=ridge, epsilon=epsilon, pool_exclude=pool_exclude
+    )
 
 
 def center_table(table: EmbeddingTable, stats: dict[str, CenteringStats], per_plate: bool) -> np.ndarray:
