@@ -176,12 +176,13 @@ def _fmt(v: float | None) -> str:
 def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
     """Query each held-out experiment against an index built from the others and its own controls.
 
-    Every experiment is centred once with its own statistics (fitted on its reference wells, never on labels),
-    then for each held-out experiment an index is assembled exactly as :func:`build_experiment_index` would (its
-    labelled controls plus the labelled wells of the other experiments in scope) and its labelled treatment wells
-    are classified. With ``assign``, each plate's treatment wells are assigned one-to-one among the treatments of
-    the group chosen for it (the wells are known to be treatments, so controls are not candidates); plate groups
-    are learned from the experiments in scope without the held-out one. Site tables are averaged to wells first.
+    Every experiment is centred with its own statistics (fitted on its reference wells, never on labels; a
+    sphering's pooled whitening without the held-out experiment, as onboarding it would be), then for each held-out
+    experiment an index is assembled exactly as :func:`build_experiment_index` would (its labelled controls plus the
+    labelled wells of the other experiments in scope) and its labelled treatment wells are classified. With
+    ``assign``, each plate's treatment wells are assigned one-to-one among the treatments of the group chosen for it
+    (the wells are known to be treatments, so controls are not candidates); plate groups are learned from the
+    experiments in scope without the held-out one. Site tables are averaged to wells first.
 
     Raises:
         UnknownExperimentError: a holdout experiment is not in the table.
@@ -197,11 +198,8 @@ def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
     holdout = _holdouts(table, config.holdout, is_query)
     auto = wants_auto(ic)
     centring = _Centrings(table, ic)
-    skipped: dict[str, str] = {}
-    for exp in holdout:
-        reason = _skip_reason(table, is_query & (exps == exp), exps, exp, ic.scope)
-        if reason is not None:
-            skipped[exp] = reason
+    why_not = {exp: _skip_reason(table, is_query & (exps == exp), exps, exp, ic.scope) for exp in holdout}
+    skipped = {exp: why for exp, why in why_not.items() if why is not None}
     held = np.isin(exps, [e for e in holdout if e not in skipped])
     replicates = _ReplicateMap(table, labels, is_query & held, config)
 
@@ -236,14 +234,8 @@ def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
         raise EmbeddingTableError(f"no held-out experiment could be evaluated ({reasons})")
     per_query = pd.concat(parts, ignore_index=True)
     summary = _summarizer(per_query, config.k)
-    center, per_plate = ic.center, ic.per_plate
-    if auto:  # mAP and mixing "after" centering: with the centering chosen most often
-        picks = pd.Series([(c["center"], c["per_plate"]) for c in choices.values()])
-        center, per_plate = picks.value_counts().index[0]
-    if auto or centring.shared(center):
-        replicates.score_after_all(centring, center, per_plate)
-    if config.silhouette:  # batch mixing is a property of the whole table: with the one fit pooled over every batch
-        centred = centring(center, per_plate)[1]
+    center, per_plate = _most_chosen(choices) if auto else (ic.center, ic.per_plate)  # auto: for mAP and mixing
+    replicates.score_after_all(centring, center, per_plate)
     report = EvalReport(
         config=config,
         n_queries=len(per_query),
@@ -251,7 +243,8 @@ def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
         per_cell_type={str(ct): summary(f) for ct, f in per_query.groupby("cell_type")},
         per_experiment={str(e): summary(f) for e, f in per_query.groupby("experiment")},
         replicate_map=replicates.result(),
-        silhouette=_silhouettes(table, centred, config) if config.silhouette else {},
+        # batch mixing is a property of the whole table: with the one fit pooled over every batch
+        silhouette=_silhouettes(table, centring(center, per_plate)[1], config) if config.silhouette else {},
         skipped=skipped,
         seconds=time.perf_counter() - started,
         per_query=per_query,
@@ -260,6 +253,13 @@ def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
     )
     log.debug("evaluation took %.2f s", report.seconds)
     return report
+
+
+def _most_chosen(choices: dict[str, dict[str, Any]]) -> tuple[str, bool]:
+    """The (centering, per plate) that ``auto`` chose for the most held-out experiments."""
+    picks = pd.Series([(c["center"], c["per_plate"]) for c in choices.values()])
+    center, per_plate = picks.value_counts().index[0]
+    return str(center), bool(per_plate)
 
 
 def _held_out_groups(
@@ -417,20 +417,26 @@ class _ReplicateMap:
             rows = np.sort(rng.choice(rows, config.max_map_queries, replace=False))
         self.rows = rows
         self.after = np.full(len(table), np.nan)
+        self.scored: set[str] = set()  # held-out experiments whose queries have their "after" AP
         self.backends: set[str] = set()
 
-    def score_after(self, centred: np.ndarray, experiment: str | None = None) -> None:
-        """Score the sampled queries of ``experiment`` (None: all of them) on these centred vectors."""
-        rows = self.rows if experiment is None else self.rows[self.batches[self.rows] == experiment]
+    def score_after(self, centred: np.ndarray, experiment: str) -> None:
+        """Score the sampled queries of ``experiment`` on these centred vectors."""
+        rows = self.rows[self.batches[self.rows] == experiment]
         if len(rows):
             self.after[rows] = self._ap(centred, rows)
+        self.scored.add(experiment)
 
     def score_after_all(self, centring: _Centrings, center: str, per_plate: bool) -> None:
-        """Score every held-out experiment's queries with ``center``: one pass where one fit serves them all."""
-        if centring.shared(center):
-            self.score_after(centring(center, per_plate)[1])
+        """Score the queries of the held-out experiments not scored yet with ``center``: in one pass where one fit
+        serves them all."""
+        rows = self.rows[~np.isin(self.batches[self.rows], sorted(self.scored))]
+        if not len(rows):
             return
-        for exp in sorted(set(self.batches[self.rows].tolist())):
+        if centring.shared(center):
+            self.after[rows] = self._ap(centring(center, per_plate)[1], rows)
+            return
+        for exp in sorted(set(self.batches[rows].tolist())):
             self.score_after(centring(center, per_plate, held_out=exp)[1], exp)
 
     def result(self) -> dict[str, float | None]:

@@ -156,3 +156,14 @@ def test_evaluate_records_which_backend_computed_the_map(small_table: EmbeddingT
     assert evaluate(small_table, replace(config, replicate_map=False)).map_backend is None
     with pytest.raises(ValueError, match="map_backend must be one of auto, copairs, phenoprint"):
         replace(config, map_backend="faiss")
+
+
+def test_on_tied_similarities_copairs_ranks_positives_first() -> None:
+    """The one place the two differ, pinned so a change in either is seen: a positive tied with a negative."""
+    pytest.importorskip("copairs", reason="copairs (the profiles extra) is not installed")
+    from phenoprint.index.metrics import copairs_average_precision
+
+    x = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    labels, batches = np.array([0, 0, 1, 1]), np.array(["a", "b", "b", "a"])
+    np.testing.assert_allclose(replicate_average_precision(x, labels, batches)[:2], 0.5)  # tie counted against
+    np.testing.assert_allclose(copairs_average_precision(x, labels, batches)[:2], 1.0)  # tie counted for
