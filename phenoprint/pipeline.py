@@ -517,7 +517,9 @@ def projection_panels(
     if (order < 0).any():
         raise ValueError(f"{plain} lacks {int((order < 0).sum())} of the wells of the adapted tables")
     ic = IndexConfig(center=config.projection_center)
-    stats = fit_table_centering(adapted, ic.center, ic.reference, pca_dim=ic.pca_dim, ridge=ic.ridge, per_plate=False)
+    stats = fit_table_centering(
+        adapted, ic.center, ic.reference, pca_dim=ic.pca_dim, ridge=ic.ridge, per_plate=False, epsilon=ic.epsilon
+    )
     panels = [
         Panel("pixel profiles, no model\n(per-channel intensity mean and s.d.)", pixel_profiles(pack, adapted.meta)),
         Panel("plain embeddings\n(no batch-norm adaptation, no TTA)", raw.features[order]),

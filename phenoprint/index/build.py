@@ -80,6 +80,8 @@ def build_experiment_index(
         pca_dim=config.pca_dim,
         ridge=config.ridge,
         per_plate=config.per_plate,
+        epsilon=config.epsilon,
+        pool_without=(experiment,),  # a sphering's whitening is fitted on the training batches' controls alone
     )
     centred = center_table(table, stats, config.per_plate)
     index = assemble_index(
@@ -228,6 +230,7 @@ def _manifest(
             "per_plate": config.per_plate,
             "pca_dim": config.pca_dim,
             "ridge": config.ridge,
+            "epsilon": config.epsilon,
             "n_reference": {k: stats[k].n_reference for k in target_keys},
         },
         "scope": config.scope,

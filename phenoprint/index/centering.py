@@ -7,12 +7,15 @@ storage, and the pooled sphering is composed from the per-batch fits.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 #: The centering methods, each with what it does to a batch's wells: the one list the ``CenterMethod`` type (a test
 #: checks they agree), the command line's choices and its help are taken from.
@@ -337,11 +340,18 @@ def fit_centering_by(
     pca_dim: int | None = None,
     ridge: float = DEFAULT_RIDGE,
     epsilon: float = DEFAULT_EPSILON,
+    pool_exclude: Collection[str] = (),
 ) -> dict[str, CenteringStats]:
     """Fit one set of statistics per batch key (e.g. ``"HUVEC-01"`` or ``"HUVEC-01/3"`` for per-plate fitting).
 
     A sphering method (:data:`POOLED_BASE`) fits its per-batch step on each batch's reference wells, then one
-    whitening on all their residuals pooled, composed into each batch's statistics.
+    whitening on their residuals pooled, composed into each batch's statistics.
+
+    Args:
+        pool_exclude: batch keys whose reference wells stay out of the pooled whitening (the batch being onboarded
+            or held out: the whitening is fitted on the training batches, as the field's recipe has it); they still
+            get their own per-batch step, then the whitening fitted on the others. Ignored by the other methods.
+            When it would leave fewer than two reference wells to pool, every batch is pooled (logged).
 
     Raises:
         ValueError: a batch has too few reference wells (the message names it).
@@ -357,7 +367,20 @@ def fit_centering_by(
         for key in names:
             if base[key].n_reference < need:
                 raise ValueError(f"batch {key}: method {method!r} needs at least {need} reference well(s)")
-        ref = np.flatnonzero(mask)
+        excluded = set(pool_exclude)
+        pooled = [i for i, key in enumerate(names) if key not in excluded]
+        ref = np.flatnonzero(mask & np.isin(codes, pooled))
+        if len(ref) < need:
+            if len(pooled) < len(names):
+                log.warning(
+                    "%s: the batches other than %s have %d reference well(s), fewer than the %d the pooled "
+                    "whitening needs; it is fitted on every batch's reference wells instead",
+                    method,
+                    ", ".join(sorted(set(names) - {names[i] for i in pooled})),
+                    len(ref),
+                    need,
+                )
+            ref = np.flatnonzero(mask)
         r = np.empty((len(ref), x.shape[1]), dtype=np.float64)
         for i, key in enumerate(names):
             rows = codes[ref] == i

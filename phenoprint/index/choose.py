@@ -310,7 +310,13 @@ def _training_rows(
     for center, per_plate in centers:
         try:
             stats = fit_table_centering(
-                others, center, config.reference, pca_dim=config.pca_dim, ridge=config.ridge, per_plate=per_plate
+                others,
+                center,
+                config.reference,
+                pca_dim=config.pca_dim,
+                ridge=config.ridge,
+                per_plate=per_plate,
+                epsilon=config.epsilon,
             )
         except (ValueError, EmbeddingTableError) as exc:
             log.debug("candidate %s skipped: %s", _name(center, per_plate, "-"), exc)
@@ -402,7 +408,13 @@ def _score_all(
         ap: list[np.ndarray] = []
         try:
             other_stats = fit_table_centering(
-                others, center, config.reference, pca_dim=config.pca_dim, ridge=config.ridge, per_plate=per_plate
+                others,
+                center,
+                config.reference,
+                pca_dim=config.pca_dim,
+                ridge=config.ridge,
+                per_plate=per_plate,
+                epsilon=config.epsilon,
             )
             for p in query_plates:
                 on_p = queries & (plates == p)
@@ -420,6 +432,7 @@ def _score_all(
                         center,
                         pca_dim=config.pca_dim,
                         ridge=config.ridge,
+                        epsilon=config.epsilon,
                     ),
                 }
                 sub_meta = base.meta.copy()
@@ -462,7 +475,12 @@ def _centre_left_out(
         others = fit_rows.copy()
         others[i] = False
         stats = fit_centering(
-            x[others], np.ones(int(others.sum()), dtype=bool), center, pca_dim=config.pca_dim, ridge=config.ridge
+            x[others],
+            np.ones(int(others.sum()), dtype=bool),
+            center,
+            pca_dim=config.pca_dim,
+            ridge=config.ridge,
+            epsilon=config.epsilon,
         )
         centred[i] = apply_centering(x[i : i + 1], stats)[0]
 

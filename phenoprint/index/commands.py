@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +30,17 @@ _AUTO: Literal["auto"] = "auto"
 def _default(name: str) -> Any:
     """IndexConfig's default of field ``name``: what an option left out asks for."""
     return next(f.default for f in fields(IndexConfig) if f.name == name)
+
+
+def _non_negative_float(text: str) -> float:
+    """An argparse type: a finite number >= 0 (a bad value is refused with the option's name, before any work)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0; got {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0; got {text!r}")
+    return value
 
 
 def add_centering_options(
@@ -80,6 +92,13 @@ def add_centering_options(
         type=float,
         default=_default("ridge"),
         help="TVN: λ of (Σ + λI)^-1/2, as a fraction of Σ's mean eigenvalue",
+    )
+    p.add_argument(
+        "--epsilon",
+        type=_non_negative_float,
+        default=_default("epsilon"),
+        help="ZCA / ZCA-cor: the regularizer ε added to each eigenvalue of the pooled covariance before its inverse "
+        f"square root (default {_default('epsilon'):g}, pycytominer's spherize default)",
     )
     p.add_argument(
         "--scope",
@@ -165,6 +184,7 @@ def index_config_from_args(args: argparse.Namespace, build: bool = False) -> Ind
         per_plate=args.per_plate,
         pca_dim=args.pca_dim,
         ridge=args.ridge,
+        epsilon=args.epsilon,
         scope=args.scope,
         **more,  # type: ignore[arg-type]
     )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from phenoprint.configs import config_from_json, config_to_json
-from phenoprint.index.centering import DEFAULT_RIDGE, REFERENCES, CenterMethod, Reference
+from phenoprint.index.centering import DEFAULT_EPSILON, DEFAULT_RIDGE, REFERENCES, CenterMethod, Reference
 
 #: The FAISS index kinds (:func:`phenoprint.index.faiss_backend.make_index` builds them), each with what it is for:
 #: the one list the ``IndexKind`` type (a test checks they agree), the command line's choices and its help use.
@@ -53,6 +54,7 @@ class IndexConfig:
     reference: Reference = "controls"  # controls | all: which wells the centering statistics are fitted on
     pca_dim: int | None = None  # TVN: components estimated one by one (None: half the reference wells, at most d)
     ridge: float = DEFAULT_RIDGE  # TVN: λ of (Σ + λI)^(-1/2) as a fraction of the mean eigenvalue
+    epsilon: float = DEFAULT_EPSILON  # ZCA / ZCA-cor: ε added to each eigenvalue of Σ (pycytominer's default)
     per_plate: bool = False  # fit the statistics per (experiment, plate) instead of per experiment
     scope: Scope = "same_cell_type"  # same_cell_type | all: which other experiments' labelled wells are indexed
     kind: IndexKind = "flat"  # flat (exact) | ivf | hnsw (approximate, for large references)
@@ -94,6 +96,10 @@ class IndexConfig:
                 raise ValueError(f"{name} must be >= 1 or None; got {value}")
         if not self.ridge > 0:
             raise ValueError(f"ridge must be > 0; got {self.ridge}")
+        if not (self.epsilon >= 0 and math.isfinite(self.epsilon)):  # NaN fails the comparison too
+            raise ValueError(
+                f"epsilon must be a finite number >= 0 (ZCA's ε added to each eigenvalue); got {self.epsilon}"
+            )
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0; got {self.temperature}")
         if not 0 <= self.open_set_quantile < 1:

@@ -19,14 +19,14 @@ from phenoprint.data.table import EmbeddingTable
 from phenoprint.errors import EmbeddingTableError, UnknownExperimentError
 from phenoprint.index.assign import assign_experiment
 from phenoprint.index.build import assemble_index, entry_mask, scope_mask
-from phenoprint.index.centering import l2_normalize
+from phenoprint.index.centering import POOLED_BASE, l2_normalize
 from phenoprint.index.choose import choose_config, wants_auto
 from phenoprint.index.classify import MODES, classify, sirna_scores
 from phenoprint.index.config import IndexConfig
 from phenoprint.index.experiment import ExperimentIndex
-from phenoprint.index.metrics import mean_average_precision, replicate_average_precision, silhouette
+from phenoprint.index.metrics import MAP_BACKENDS, mean_average_precision, replicate_ap, silhouette
 from phenoprint.index.plate_groups import learn_plate_groups
-from phenoprint.index.table_centering import center_table, fit_table_centering
+from phenoprint.index.table_centering import ENSEMBLE, center_table, ensemble_views, fit_table_centering
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,13 @@ class EvalConfig:
     seed: int = 0  # for the samples above
     group_by: str = "experiment"  # experiment | plate: the unit held out (leave-one-experiment- or plate-out)
     exclude_same_well: bool = False  # entries at the query's well position are neither neighbours nor in centroids
+    map_backend: str = "auto"  # replicate AP by copairs (auto: where installed and small enough) or phenoprint's own
 
     def __post_init__(self) -> None:
         if self.group_by not in GROUP_BYS:
             raise ValueError(f"group_by must be one of {', '.join(GROUP_BYS)}; got {self.group_by!r}")
+        if self.map_backend not in MAP_BACKENDS:
+            raise ValueError(f"map_backend must be one of {', '.join(MAP_BACKENDS)}; got {self.map_backend!r}")
         if self.k < 1:
             raise ValueError(f"k must be >= 1; got {self.k}")
         if not self.modes or any(m not in MODES for m in self.modes):
@@ -107,6 +110,7 @@ class EvalReport:
     seconds: float
     per_query: pd.DataFrame = field(repr=False, compare=False)
     choices: dict[str, dict[str, Any]] = field(default_factory=dict)  # experiment → what ``auto`` chose and why
+    map_backend: str | None = None  # who computed the replicate APs (copairs | phenoprint); None without mAP
 
     def metrics(self) -> list[str]:
         return list(self.overall)
@@ -123,6 +127,7 @@ class EvalReport:
             "skipped": self.skipped,
             "seconds": round(self.seconds, 3),
             "choices": self.choices,
+            "map_backend": self.map_backend,
         }
 
     def format_table(self) -> str:
@@ -146,10 +151,15 @@ class EvalReport:
                     lines.append(f"{(group + ' ' + mode)[:22]:<22}{vals}")
         lines.append("")
         lines.append(f"reachable (siRNA present in the index): {_fmt(self.overall.get('reachable')).strip()}")
-        for name, pair in (("replicate mAP", self.replicate_map), ("silhouette by experiment", self.silhouette)):
+        by = f" (by {self.map_backend})" if self.map_backend else ""
+        for name, pair, note in (
+            ("replicate mAP", self.replicate_map, by),
+            ("silhouette by experiment", self.silhouette, ""),
+        ):
             if pair:
                 lines.append(
                     f"{name}: before {_fmt(pair.get('before')).strip()} -> after {_fmt(pair.get('after')).strip()}"
+                    + note
                 )
         for exp, choice in self.choices.items():
             noisy = " (within noise)" if choice.get("within_noise") else ""
@@ -166,12 +176,13 @@ def _fmt(v: float | None) -> str:
 def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
     """Query each held-out experiment against an index built from the others and its own controls.
 
-    Every experiment is centred once with its own statistics (fitted on its reference wells, never on labels),
-    then for each held-out experiment an index is assembled exactly as :func:`build_experiment_index` would (its
-    labelled controls plus the labelled wells of the other experiments in scope) and its labelled treatment wells
-    are classified. With ``assign``, each plate's treatment wells are assigned one-to-one among the treatments of
-    the group chosen for it (the wells are known to be treatments, so controls are not candidates); plate groups
-    are learned from the experiments in scope without the held-out one. Site tables are averaged to wells first.
+    Every experiment is centred with its own statistics (fitted on its reference wells, never on labels; a
+    sphering's pooled whitening without the held-out experiment, as onboarding it would be), then for each held-out
+    experiment an index is assembled exactly as :func:`build_experiment_index` would (its labelled controls plus the
+    labelled wells of the other experiments in scope) and its labelled treatment wells are classified. With
+    ``assign``, each plate's treatment wells are assigned one-to-one among the treatments of the group chosen for it
+    (the wells are known to be treatments, so controls are not candidates); plate groups are learned from the
+    experiments in scope without the held-out one. Site tables are averaged to wells first.
 
     Raises:
         UnknownExperimentError: a holdout experiment is not in the table.
@@ -187,25 +198,25 @@ def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
     holdout = _holdouts(table, config.holdout, is_query)
     auto = wants_auto(ic)
     centring = _Centrings(table, ic)
-    if not auto:
-        stats, centred = centring(ic.center, ic.per_plate)
+    why_not = {exp: _skip_reason(table, is_query & (exps == exp), exps, exp, ic.scope) for exp in holdout}
+    skipped = {exp: why for exp, why in why_not.items() if why is not None}
+    held = np.isin(exps, [e for e in holdout if e not in skipped])
+    replicates = _ReplicateMap(table, labels, is_query & held, config)
 
     parts: list[pd.DataFrame] = []
-    skipped: dict[str, str] = {}
     choices: dict[str, dict[str, Any]] = {}
     for exp in holdout:
-        q = is_query & (exps == exp)
-        reason = _skip_reason(table, q, exps, exp, ic.scope)
-        if reason is not None:
-            skipped[exp] = reason
+        if exp in skipped:
             continue
+        q = is_query & (exps == exp)
         exp_ic, modes = ic, config.modes
         if auto:  # chosen on the held-out experiment's own controls, as onboarding it would choose
             in_scope = table.subset(scope_mask(table, exp, ic.scope))
             exp_ic, selection = choose_config(in_scope, exp, ic, exclude_same_well=config.exclude_same_well)
             choices[exp] = selection.to_json()
-            stats, centred = centring(exp_ic.center, exp_ic.per_plate)
             modes = tuple(dict.fromkeys((*config.modes, exp_ic.mode)))
+        # a sphering's whitening fitted without the held-out experiment, as onboarding it would fit
+        stats, centred = centring(exp_ic.center, exp_ic.per_plate, held_out=exp)
         groups = None
         if config.assign:
             groups = learn_plate_groups(table, exclude=exp, within=scope_mask(table, exp, ic.scope), quiet=True)
@@ -216,30 +227,39 @@ def evaluate(table: EmbeddingTable, config: EvalConfig) -> EvalReport:
                 frame = frame.join(_columns_of(frame, exp_ic.mode).add_prefix("auto_"))
             parts.append(frame)
             log.debug("evaluated %s: %d queries against %d entries", exp, int(group_q.sum()), len(index))
+        if not auto and not centring.shared(ic.center):  # its own fit: its queries' mAP now, while it is at hand
+            replicates.score_after(centred, exp)
     if not parts:
         reasons = "; ".join(f"{e}: {r}" for e, r in skipped.items())
         raise EmbeddingTableError(f"no held-out experiment could be evaluated ({reasons})")
     per_query = pd.concat(parts, ignore_index=True)
     summary = _summarizer(per_query, config.k)
-    held = np.isin(exps, [e for e in holdout if e not in skipped])
-    if auto:  # mAP and mixing "after" centering: with the centering chosen most often
-        picks = pd.Series([(c["center"], c["per_plate"]) for c in choices.values()])
-        stats, centred = centring(*picks.value_counts().index[0])
+    center, per_plate = _most_chosen(choices) if auto else (ic.center, ic.per_plate)  # auto: for mAP and mixing
+    replicates.score_after_all(centring, center, per_plate)
     report = EvalReport(
         config=config,
         n_queries=len(per_query),
         overall=summary(per_query),
         per_cell_type={str(ct): summary(f) for ct, f in per_query.groupby("cell_type")},
         per_experiment={str(e): summary(f) for e, f in per_query.groupby("experiment")},
-        replicate_map=_replicate_map(table, centred, labels, is_query & held, config) if config.replicate_map else {},
-        silhouette=_silhouettes(table, centred, config) if config.silhouette else {},
+        replicate_map=replicates.result(),
+        # batch mixing is a property of the whole table: with the one fit pooled over every batch
+        silhouette=_silhouettes(table, centring(center, per_plate)[1], config) if config.silhouette else {},
         skipped=skipped,
         seconds=time.perf_counter() - started,
         per_query=per_query,
         choices=choices,
+        map_backend=replicates.backend(),
     )
     log.debug("evaluation took %.2f s", report.seconds)
     return report
+
+
+def _most_chosen(choices: dict[str, dict[str, Any]]) -> tuple[str, bool]:
+    """The (centering, per plate) that ``auto`` chose for the most held-out experiments."""
+    picks = pd.Series([(c["center"], c["per_plate"]) for c in choices.values()])
+    center, per_plate = picks.value_counts().index[0]
+    return str(center), bool(per_plate)
 
 
 def _held_out_groups(
@@ -264,20 +284,40 @@ def _held_out_groups(
 
 
 class _Centrings:
-    """Every experiment of a table centred once per (centering, per plate) asked for."""
+    """Every experiment of a table centred once per (centering, per plate) asked for, and for a sphering method
+    (:data:`POOLED_BASE`) once more per held-out experiment, whose whitening is fitted without it."""
 
     def __init__(self, table: EmbeddingTable, config: IndexConfig) -> None:
         self.table, self.config = table, config
-        self.fitted: dict[tuple[str, bool], tuple[dict, np.ndarray]] = {}
+        self.fitted: dict[tuple[str, bool, str | None], tuple[dict, np.ndarray]] = {}
 
-    def __call__(self, center: str, per_plate: bool) -> tuple[dict, np.ndarray]:
-        if (center, per_plate) not in self.fitted:
+    def shared(self, center: str) -> bool:
+        """Whether one fit serves every held-out experiment (no pooled whitening to keep it out of, the ensemble's
+        views included)."""
+        if center == ENSEMBLE:
+            return not any(m in POOLED_BASE for m, _ in ensemble_views(self.config.reference))
+        return center not in POOLED_BASE
+
+    def __call__(self, center: str, per_plate: bool, held_out: str | None = None) -> tuple[dict, np.ndarray]:
+        held_out = None if self.shared(center) else held_out
+        key = (center, per_plate, held_out)
+        if key not in self.fitted:
+            if held_out is not None:  # one held-out fit kept at a time: a table's worth of vectors each
+                for old in [k for k in self.fitted if k[2] is not None]:
+                    del self.fitted[old]
             ic = self.config
             st = fit_table_centering(
-                self.table, center, ic.reference, pca_dim=ic.pca_dim, ridge=ic.ridge, per_plate=per_plate
+                self.table,
+                center,
+                ic.reference,
+                pca_dim=ic.pca_dim,
+                ridge=ic.ridge,
+                per_plate=per_plate,
+                epsilon=ic.epsilon,
+                pool_without=() if held_out is None else (held_out,),
             )
-            self.fitted[center, per_plate] = st, center_table(self.table, st, per_plate)
-        return self.fitted[center, per_plate]
+            self.fitted[key] = st, center_table(self.table, st, per_plate)
+        return self.fitted[key]
 
 
 def _skip_reason(table: EmbeddingTable, q: np.ndarray, exps: np.ndarray, exp: str, scope: str) -> str | None:
@@ -366,21 +406,58 @@ def _holdouts(table: EmbeddingTable, holdout: tuple[str, ...] | None, is_query: 
     return with_queries
 
 
-def _replicate_map(
-    table: EmbeddingTable, centred: np.ndarray, labels: np.ndarray, queries: np.ndarray, config: EvalConfig
-) -> dict[str, float | None]:
-    """mAP of each held-out query retrieving its replicates in other experiments, before and after centering."""
-    rows = np.flatnonzero(queries)
-    if config.max_map_queries is not None and len(rows) > config.max_map_queries:
-        rng = np.random.default_rng(config.seed)
-        rows = np.sort(rng.choice(rows, config.max_map_queries, replace=False))
-    mask = np.zeros(len(table), dtype=bool)
-    mask[rows] = True
-    batches = table.meta["Metadata_experiment"].to_numpy(dtype=str)
-    out: dict[str, float | None] = {}
-    for name, x in (("before", table.features), ("after", centred)):
-        out[name] = mean_average_precision(replicate_average_precision(x, labels, batches, mask))
-    return out
+class _ReplicateMap:
+    """The replicate mAP of the held-out queries (a seeded sample of at most ``max_map_queries``), before centering
+    and after it, each held-out experiment's queries centred as its own evaluation centred them."""
+
+    def __init__(self, table: EmbeddingTable, labels: np.ndarray, queries: np.ndarray, config: EvalConfig) -> None:
+        self.table, self.labels, self.config = table, labels, config
+        self.batches = table.meta["Metadata_experiment"].to_numpy(dtype=str)
+        rows = np.flatnonzero(queries) if config.replicate_map else np.zeros(0, dtype=np.int64)
+        if config.max_map_queries is not None and len(rows) > config.max_map_queries:
+            rng = np.random.default_rng(config.seed)
+            rows = np.sort(rng.choice(rows, config.max_map_queries, replace=False))
+        self.rows = rows
+        self.after = np.full(len(table), np.nan)
+        self.scored: set[str] = set()  # held-out experiments whose queries have their "after" AP
+        self.backends: set[str] = set()
+
+    def score_after(self, centred: np.ndarray, experiment: str) -> None:
+        """Score the sampled queries of ``experiment`` on these centred vectors."""
+        rows = self.rows[self.batches[self.rows] == experiment]
+        if len(rows):
+            self.after[rows] = self._ap(centred, rows)
+        self.scored.add(experiment)
+
+    def score_after_all(self, centring: _Centrings, center: str, per_plate: bool) -> None:
+        """Score the queries of the held-out experiments not scored yet with ``center``: in one pass where one fit
+        serves them all."""
+        rows = self.rows[~np.isin(self.batches[self.rows], sorted(self.scored))]
+        if not len(rows):
+            return
+        if centring.shared(center):
+            self.after[rows] = self._ap(centring(center, per_plate)[1], rows)
+            return
+        for exp in sorted(set(self.batches[rows].tolist())):
+            self.score_after(centring(center, per_plate, held_out=exp)[1], exp)
+
+    def result(self) -> dict[str, float | None]:
+        if not self.config.replicate_map:
+            return {}
+        before = np.full(len(self.table), np.nan)
+        before[self.rows] = self._ap(self.table.features, self.rows)
+        return {"before": mean_average_precision(before), "after": mean_average_precision(self.after)}
+
+    def backend(self) -> str | None:
+        """Who computed the APs (``copairs``, ``phenoprint``, or both joined by ``+``); None without mAP."""
+        return " + ".join(sorted(self.backends)) or None
+
+    def _ap(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        mask = np.zeros(len(x), dtype=bool)
+        mask[rows] = True
+        result = replicate_ap(x, self.labels, self.batches, mask, backend=self.config.map_backend)
+        self.backends.add(result.backend)
+        return result.ap[rows]
 
 
 def _silhouettes(table: EmbeddingTable, centred: np.ndarray, config: EvalConfig) -> dict[str, float | None]:

@@ -53,7 +53,13 @@ def plots(
     """
     table = table.aggregate_sites()
     stats = fit_table_centering(
-        table, config.center, config.reference, pca_dim=config.pca_dim, ridge=config.ridge, per_plate=config.per_plate
+        table,
+        config.center,
+        config.reference,
+        pca_dim=config.pca_dim,
+        ridge=config.ridge,
+        per_plate=config.per_plate,
+        epsilon=config.epsilon,
     )
     after = center_table(table, stats, config.per_plate)
     panels = [

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import numpy as np
 import pandas as pd
@@ -12,6 +12,7 @@ from phenoprint.data.table import EmbeddingTable
 from phenoprint.errors import EmbeddingTableError
 from phenoprint.index.centering import (
     CENTER_METHODS,
+    DEFAULT_EPSILON,
     MIN_REFERENCE,
     REFERENCES,
     CenteringStats,
@@ -40,15 +41,28 @@ def reference_mask(table: EmbeddingTable, reference: str) -> np.ndarray:
 
 
 def fit_table_centering(
-    table: EmbeddingTable, method: str, reference: str, *, pca_dim: int | None, ridge: float, per_plate: bool
+    table: EmbeddingTable,
+    method: str,
+    reference: str,
+    *,
+    pca_dim: int | None,
+    ridge: float,
+    per_plate: bool,
+    epsilon: float = DEFAULT_EPSILON,
+    pool_without: Collection[str] = (),
 ) -> dict[str, CenteringStats]:
     """Fit every batch of the table on its own reference wells (one set of statistics per experiment or plate).
+
+    Args:
+        epsilon: ZCA / ZCA-cor: ε added to each eigenvalue of the pooled covariance.
+        pool_without: experiments whose reference wells stay out of a sphering method's pooled whitening (the one
+            being onboarded or held out); they keep their own per-batch step. See :func:`fit_centering_by`.
 
     Raises:
         EmbeddingTableError: a batch has no (or too few) reference wells; the message suggests ``--center-on all``.
     """
     if method == ENSEMBLE:  # every view, per experiment and per plate (``per_plate`` does not apply)
-        return fit_ensemble(table, reference, pca_dim=pca_dim, ridge=ridge)
+        return fit_ensemble(table, reference, pca_dim=pca_dim, ridge=ridge, epsilon=epsilon, pool_without=pool_without)
     keys = batch_keys(table.meta, per_plate)
     ref = reference_mask(table, reference)
     need = MIN_REFERENCE.get(method, 0)  # an unknown method is refused by fit_centering_by
@@ -64,7 +78,12 @@ def fit_table_centering(
                 f"batch {short.index[0]} has {int(short.iloc[0])} {what} but centering {method!r} needs at least "
                 f"{need}{others}{hint}"
             )
-    return fit_centering_by(table.features, keys, ref, method, pca_dim=pca_dim, ridge=ridge)
+    exclude = set(pool_without)
+    exp = table.meta["Metadata_experiment"].astype(str).to_numpy()
+    pool_exclude = sorted(set(keys[np.isin(exp, list(exclude))].tolist())) if exclude else []
+    return fit_centering_by(
+        table.features, keys, ref, method, pca_dim=pca_dim, ridge=ridge, epsilon=epsilon, pool_exclude=pool_exclude
+    )
 
 
 def center_table(table: EmbeddingTable, stats: dict[str, CenteringStats], per_plate: bool) -> np.ndarray:
@@ -122,10 +141,17 @@ def split_views(stats: Mapping[str, CenteringStats]) -> dict[tuple[str, bool], d
 
 
 def fit_ensemble(
-    table: EmbeddingTable, reference: str, *, pca_dim: int | None, ridge: float
+    table: EmbeddingTable,
+    reference: str,
+    *,
+    pca_dim: int | None,
+    ridge: float,
+    epsilon: float = DEFAULT_EPSILON,
+    pool_without: Collection[str] = (),
 ) -> dict[str, CenteringStats]:
-    """Every view of :func:`ensemble_views` fitted on the table's batches, keyed ``view::batch``. A view the
-    reference wells cannot fit (e.g. too few of them for a covariance per plate) is left out, and the log says so.
+    """Every view of :func:`ensemble_views` fitted on the table's batches, keyed ``view::batch`` (``epsilon`` and
+    ``pool_without`` as :func:`fit_table_centering` takes them). A view the reference wells cannot fit (e.g. too few
+    of them for a covariance per plate) is left out, and the log says so.
 
     Raises:
         EmbeddingTableError: no view could be fitted.
@@ -134,7 +160,16 @@ def fit_ensemble(
     skipped: list[str] = []
     for method, per_plate in ensemble_views(reference):
         try:
-            stats = fit_table_centering(table, method, reference, pca_dim=pca_dim, ridge=ridge, per_plate=per_plate)
+            stats = fit_table_centering(
+                table,
+                method,
+                reference,
+                pca_dim=pca_dim,
+                ridge=ridge,
+                per_plate=per_plate,
+                epsilon=epsilon,
+                pool_without=pool_without,
+            )
         except (ValueError, EmbeddingTableError) as exc:
             skipped.append(f"{view_name(method, per_plate)} ({exc})")
             continue

@@ -128,3 +128,48 @@ def test_site_tables_are_indexed_as_wells(small_table: EmbeddingTable) -> None:
     assert len(index) == 16 + 40
     ref = build_experiment_index(wells, "RPE-01", IndexConfig(center="center"))
     np.testing.assert_allclose(np.sort(index.vectors, axis=0), np.sort(ref.vectors, axis=0), atol=1e-6)
+
+
+def test_a_zca_index_keeps_the_epsilon_it_was_built_with(small_table: EmbeddingTable, tmp_path: Path) -> None:
+    plain = build_experiment_index(small_table, "HUVEC-01", IndexConfig(center="zca", mode="knn"))
+    loose = build_experiment_index(small_table, "HUVEC-01", IndexConfig(center="zca", mode="knn", epsilon=1.0))
+    assert loose.manifest["centering"]["epsilon"] == 1.0
+    assert loose.centering["HUVEC-01"].epsilon == 1.0
+    assert plain.centering["HUVEC-01"].epsilon == 1e-6
+    assert not np.allclose(plain.vectors, loose.vectors, atol=1e-3)  # a larger ε whitens less
+    loose.save(tmp_path / "loose")
+    back = ExperimentIndex.load(tmp_path / "loose")
+    assert (back.config.epsilon, back.centering["HUVEC-01"].epsilon) == (1.0, 1.0)
+    x = small_table.features[_rows(small_table, "HUVEC-01")]
+    np.testing.assert_allclose(back.center(x), loose.center(x), atol=1e-6)
+
+
+def _shuffle_controls_per_feature(table: EmbeddingTable, experiment: str) -> EmbeddingTable:
+    """The experiment's control wells with each feature's values sorted among them: every feature's median, MAD
+    and spread on its controls stay (its per-batch step is unchanged), their covariance does not."""
+    x = table.features.copy()
+    rows = np.flatnonzero(table.experiment_mask(experiment) & table.control_mask())
+    x[rows] = np.sort(x[rows], axis=0)
+    return EmbeddingTable(table.meta.copy(), x, table.feature_names, table.fingerprint, dict(table.info))
+
+
+def test_the_pooled_whitening_of_an_index_is_fitted_without_its_target(small_table: EmbeddingTable) -> None:
+    """Onboarding: the sphering is fitted on the training experiments' controls; the target's own controls only
+    give its per-batch step, so the other experiments' entries do not move when those controls change."""
+    config = IndexConfig(center="zca", mode="knn")
+    before = build_experiment_index(small_table, "HUVEC-01", config)
+    after = build_experiment_index(_shuffle_controls_per_feature(small_table, "HUVEC-01"), "HUVEC-01", config)
+    training = before.entries.kind.to_numpy() == "training"
+    assert training.any()
+    np.testing.assert_allclose(after.vectors[training], before.vectors[training], atol=1e-6)
+    # what the pool holds: the same index with the target's controls pooled too would differ
+    from phenoprint.index.table_centering import center_table, fit_table_centering
+
+    in_scope = small_table.subset(build_module.scope_mask(small_table, "HUVEC-01", "same_cell_type"))
+    stats = fit_table_centering(in_scope, "zca", "controls", pca_dim=None, ridge=0.1, per_plate=False)
+    pooled_all = center_table(in_scope, stats, per_plate=False)
+    exp, plate, well = (in_scope.meta[c].to_numpy() for c in ("Metadata_experiment", "Metadata_plate", "Metadata_well"))
+    at = {(e, int(p), w): i for i, (e, p, w) in enumerate(zip(exp, plate, well, strict=True))}
+    e = before.entries
+    order = [at[(x, int(p), w)] for x, p, w in zip(e.experiment, e.plate, e.well, strict=True)]
+    assert not np.allclose(pooled_all[order][training], before.vectors[training], atol=1e-3)

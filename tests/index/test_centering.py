@@ -363,3 +363,45 @@ def test_sphering_statistics_round_trip_with_their_epsilon(tmp_path: Path) -> No
     back = CenteringStats.from_npz(stats.to_npz(tmp_path / "s.npz"))
     assert (back.method, back.epsilon) == ("zca_cor", 1e-3)
     np.testing.assert_allclose(apply_centering(x, back), apply_centering(x, stats))
+
+
+def _mad_robustize_by(x: np.ndarray, keys: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Each batch robustized on its own reference wells (the per-batch step of zca), by hand."""
+    out = np.empty_like(x)
+    for k in np.unique(keys):
+        rows = keys == k
+        out[rows] = _mad_robustize(x[rows], x[rows & mask])
+    return out
+
+
+def test_pool_exclude_whitens_with_the_other_batches_residuals_alone() -> None:
+    """The held-out / onboarded batch gets its own per-batch step, then the ZCA matrix of the others' residuals."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(240, 5)) @ rng.normal(size=(5, 5))
+    keys = np.repeat(["a", "b", "c"], 80)
+    x[keys == "c"] = x[keys == "c"] @ rng.normal(size=(5, 5)) + 3  # batch c: a covariance of its own
+    mask = rng.random(240) < 0.5
+    stats = fit_centering_by(x, keys, mask, "zca", epsilon=1e-6, pool_exclude=["c"])
+    r = _mad_robustize_by(x, keys, mask)
+    train = mask & (keys != "c")
+    want = (r - r[train].mean(axis=0)) @ _cov_inv_sqrt(r[train], 1e-6)
+    for k in "abc":
+        got = apply_centering(x[keys == k], stats[k], normalize=False)
+        np.testing.assert_allclose(got, want[keys == k], rtol=1e-4, atol=1e-4)
+    # and not the whitening pooled over every batch, which c's own covariance pulls away
+    pooled = fit_centering_by(x, keys, mask, "zca", epsilon=1e-6)
+    rows = keys == "c"
+    assert not np.allclose(apply_centering(x[rows], pooled["c"], normalize=False), want[rows], atol=1e-2)
+
+
+def test_pool_exclude_of_every_batch_falls_back_to_pooling_all(caplog: pytest.LogCaptureFixture) -> None:
+    x, mask = _batch(n=80, d=4)
+    keys = np.repeat(["a"], 80)
+    with caplog.at_level("WARNING", logger="phenoprint.index.centering"):
+        alone = fit_centering_by(x, keys, mask, "zca", pool_exclude=["a"])
+    assert "fitted on every batch's reference wells instead" in caplog.text
+    pooled = fit_centering_by(x, keys, mask, "zca")
+    np.testing.assert_allclose(apply_centering(x, alone["a"]), apply_centering(x, pooled["a"]))
+    # methods without a pooled step ignore it
+    plain = fit_centering_by(x, keys, mask, "center_scale", pool_exclude=["a"])
+    np.testing.assert_allclose(plain["a"].scale, fit_centering(x, mask, "center_scale").scale)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -188,3 +189,36 @@ def test_evaluate_options_of_the_knn_vote_grouping_and_same_well(
     assert data["config"]["exclude_same_well"] is True
     assert (data["config"]["index"]["n_neighbors"], data["config"]["index"]["vote"]) == (1, "majority")
     assert "centering mad_robustize on all" in capsys.readouterr().out
+
+
+def test_epsilon_option_reaches_the_index_and_bad_values_are_refused(
+    embeddings: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from phenoprint.cli import build_parser
+    from phenoprint.index.commands import index_config_from_args
+
+    parser = build_parser()
+    parsed = parser.parse_args(["evaluate", "--embeddings", "e.parquet", "--center", "zca", "--epsilon", "0.01"])
+    assert index_config_from_args(parsed).epsilon == 0.01
+    onboard = ["build-index", "--model", "m", "--data", "d", "--experiment", "E", "--out", "o", "--reference", "r"]
+    assert index_config_from_args(parser.parse_args([*onboard, "--epsilon", "0.2"]), build=True).epsilon == 0.2
+    out = tmp_path / "HUVEC-02"
+    argv = ["-q", "index", "build", "--embeddings", str(embeddings), "--experiment", "HUVEC-02", "--out", str(out)]
+    assert main([*argv, "--center", "zca", "--mode", "knn", "--epsilon", "0.5"]) == 0
+    assert ExperimentIndex.load(out).config.epsilon == 0.5
+    for bad in ("-1", "nan", "small"):
+        with pytest.raises(SystemExit) as exc:
+            main([*argv[1:], "--out", str(tmp_path / "bad"), "--center", "zca", "--epsilon", bad])
+        assert exc.value.code == 2
+        assert "argument --epsilon: expected a" in capsys.readouterr().err
+        assert not (tmp_path / "bad").exists()
+    help_text = next(a.help for a in _evaluate_parser(parser)._actions if "--epsilon" in a.option_strings)
+    assert "added to each eigenvalue" in str(help_text)
+    assert "pycytominer" in str(help_text)
+
+
+def _evaluate_parser(parser: object) -> Any:
+    import argparse
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # type: ignore[attr-defined]
+    return sub.choices["evaluate"]

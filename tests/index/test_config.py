@@ -36,3 +36,17 @@ def test_one_registry_per_family() -> None:
     assert tuple(MIN_REFERENCE) == CENTER_METHODS
     assert get_args(IndexKind) == INDEX_KINDS == tuple(INDEX_KIND_HELP)
     assert get_args(Mode) == MODES == tuple(MODE_HELP)
+
+
+def test_epsilon_is_validated_and_defaults_for_old_manifests() -> None:
+    from phenoprint.index.centering import DEFAULT_EPSILON
+
+    assert IndexConfig().epsilon == DEFAULT_EPSILON == 1e-6  # pycytominer's spherize default
+    assert IndexConfig.from_json(IndexConfig(center="zca", epsilon=0.01).to_json()).epsilon == 0.01
+    old = IndexConfig(center="zca").to_json()
+    del old["epsilon"]  # a manifest written before the option existed
+    assert IndexConfig.from_json(old) == IndexConfig(center="zca")
+    assert IndexConfig(epsilon=0.0).epsilon == 0.0
+    for bad in (-1e-6, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="epsilon must be a finite number >= 0"):
+            IndexConfig(epsilon=bad)

@@ -186,3 +186,54 @@ def test_auto_falls_back_when_no_training_batch_shares_a_label_with_another() ->
     config, sel = choose_config(disjoint, "A", IndexConfig(center="auto", mode="auto"))
     assert (config.center, config.per_plate, config.mode) == ("center", False, "centroid")
     assert "training experiments" not in sel.reason
+
+
+def _unlabelled_controls(table: EmbeddingTable, experiment: str, shuffle: bool) -> EmbeddingTable:
+    """The experiment's controls without labels (so they are neither index entries nor mAP candidates), and with
+    ``shuffle`` each feature's values sorted among them: per feature, their median, MAD and spread stay."""
+    import numpy as np
+
+    meta = table.meta.copy()
+    rows = np.flatnonzero(table.experiment_mask(experiment) & table.control_mask())
+    meta.loc[rows, "Metadata_sirna_id"] = None
+    x = table.features.copy()
+    if shuffle:
+        x[rows] = np.sort(x[rows], axis=0)
+    return EmbeddingTable(meta, x, table.feature_names, table.fingerprint, dict(table.info))
+
+
+@pytest.mark.parametrize("method", ["zca", "tvn_pooled"])
+def test_a_held_out_experiment_is_whitened_without_its_own_controls(small_table: EmbeddingTable, method: str) -> None:
+    """Its controls give only its per-batch step (unchanged by sorting each feature among them); the pooled
+    whitening comes from the other experiments, so its answers and its replicate mAP do not move."""
+    config = EvalConfig(index=IndexConfig(center=method), holdout=("HUVEC-01",), silhouette=False)
+    plain = evaluate(_unlabelled_controls(small_table, "HUVEC-01", shuffle=False), config)
+    moved = evaluate(_unlabelled_controls(small_table, "HUVEC-01", shuffle=True), config)
+    assert plain.n_queries == moved.n_queries > 0
+    assert moved.replicate_map == plain.replicate_map
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(moved.per_query, plain.per_query)
+
+
+def test_only_pooled_centerings_are_fitted_once_per_held_out_experiment(
+    small_table: EmbeddingTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from phenoprint.index import evaluate as evaluate_module
+
+    calls: list[tuple[str, tuple[str, ...]]] = []
+    real = evaluate_module.fit_table_centering
+
+    def counting(table: EmbeddingTable, method: str, *args: object, **kwargs: object) -> dict:
+        calls.append((method, tuple(kwargs.get("pool_without", ()))))  # type: ignore[arg-type]
+        return real(table, method, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(evaluate_module, "fit_table_centering", counting)
+    holdout = ("HUVEC-01", "HUVEC-02")
+    evaluate(small_table, EvalConfig(index=IndexConfig(center="center_scale", mode="centroid"), holdout=holdout))
+    assert calls == [("center_scale", ())]  # one shared fit: evaluate is no slower for it
+    calls.clear()
+    evaluate(
+        small_table, EvalConfig(index=IndexConfig(center="zca", mode="centroid"), holdout=holdout, silhouette=False)
+    )
+    assert calls == [("zca", ("HUVEC-01",)), ("zca", ("HUVEC-02",))]

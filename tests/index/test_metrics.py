@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from phenoprint.data.table import EmbeddingTable
 from phenoprint.index.metrics import mean_average_precision, replicate_average_precision, silhouette
 
 
@@ -28,6 +29,7 @@ def _profiles(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def test_average_precision_matches_copairs() -> None:
+    pytest.importorskip("copairs", reason="copairs (the profiles extra) is not installed")
     from copairs.map import average_precision
 
     x, labels, batches = _profiles()
@@ -93,3 +95,75 @@ def test_silhouette_matches_its_definition() -> None:
     assert silhouette(x, np.array(["a"] * 30)) is None
     with pytest.raises(ValueError, match=r"clusters \(n,\)"):
         silhouette(x, clusters[:3])
+
+
+def _random_table(seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """60 wells of 7 labels in 3 batches (some rows unlabelled), and a query mask of about half of them."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 7, size=60)
+    labels[rng.random(60) < 0.1] = -1
+    batches = rng.choice(["b0", "b1", "b2"], size=60)
+    x = rng.normal(size=(7, 9))[labels.clip(0)] * 0.7 + rng.normal(size=(60, 9))
+    return x, labels, batches, rng.random(60) < 0.5
+
+
+def test_copairs_and_phenoprint_give_the_same_per_query_ap() -> None:
+    pytest.importorskip("copairs", reason="copairs (the profiles extra) is not installed")
+    from phenoprint.index.metrics import copairs_average_precision, replicate_ap
+
+    x, labels, batches, queries = _random_table()
+    ours = replicate_average_precision(x, labels, batches, queries)
+    theirs = copairs_average_precision(x, labels, batches, queries)
+    assert np.isfinite(ours).sum() > 10
+    np.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-6, equal_nan=True)
+    got = replicate_ap(x, labels, batches, queries)
+    assert got.backend == "copairs"
+    np.testing.assert_allclose(got.ap, ours, atol=1e-6, equal_nan=True)
+
+
+def test_map_backend_falls_back_to_phenoprint_s_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    from phenoprint.index import metrics
+
+    x, labels, batches, queries = _random_table()
+    want = replicate_average_precision(x, labels, batches, queries)
+    monkeypatch.setattr(metrics, "COPAIRS_MAX_PAIRS", 10)  # copairs would list every pair of a large table
+    got = metrics.replicate_ap(x, labels, batches, queries)
+    assert got.backend == "phenoprint"
+    np.testing.assert_array_equal(got.ap, want)
+    monkeypatch.setattr(metrics, "copairs_available", lambda: False)
+    assert metrics.replicate_ap(x, labels, batches, queries, backend="phenoprint").backend == "phenoprint"
+    with pytest.raises(ValueError, match="copairs is not installed"):
+        metrics.replicate_ap(x, labels, batches, queries, backend="copairs")
+    with pytest.raises(ValueError, match="backend must be one of auto, copairs, phenoprint"):
+        metrics.replicate_ap(x, labels, batches, queries, backend="sklearn")
+
+
+def test_evaluate_records_which_backend_computed_the_map(small_table: EmbeddingTable) -> None:
+    from dataclasses import replace
+
+    from phenoprint.index.config import IndexConfig
+    from phenoprint.index.evaluate import EvalConfig, evaluate
+    from phenoprint.index.metrics import copairs_available
+
+    config = EvalConfig(index=IndexConfig(center="center_scale"), holdout=("HUVEC-01",), silhouette=False)
+    report = evaluate(small_table, config)
+    assert report.map_backend == ("copairs" if copairs_available() else "phenoprint")
+    assert report.to_json()["map_backend"] == report.map_backend
+    assert f"(by {report.map_backend})" in report.format_table()
+    own = evaluate(small_table, replace(config, map_backend="phenoprint"))
+    assert own.map_backend == "phenoprint"
+    assert own.replicate_map == pytest.approx(report.replicate_map, abs=1e-6)
+    assert evaluate(small_table, replace(config, replicate_map=False)).map_backend is None
+    with pytest.raises(ValueError, match="map_backend must be one of auto, copairs, phenoprint"):
+        replace(config, map_backend="faiss")
+
+
+def test_on_tied_similarities_copairs_ranks_positives_first() -> None:
+    """The one place the two differ, pinned so a change in either is seen: a positive tied with a negative."""
+    pytest.importorskip("copairs", reason="copairs (the profiles extra) is not installed")
+    from phenoprint.index.metrics import copairs_average_precision
+
+    x = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    labels, batches = np.array([0, 0, 1, 1]), np.array(["a", "b", "b", "a"])
+    np.testing.assert_allclose(replicate_average_precision(x, labels, batches)[:2], 0.5)  # tie counted against
+    np.testing.assert_allclose(copairs_average_precision(x, labels, batches)[:2], 1.0)  # tie counted for
