@@ -357,7 +357,7 @@ def onboard(
             say(f"reusing {index_dir}")
             continue
         batch = new_batch_root(config, root, exp)
-        index_config = IndexConfig(center=config.onboard_center)
+        index_config = IndexConfig(center=config.onboard_center, mode="centroid")
         say(
             f"python scripts/build_index.py --model {run} --data {batch} --experiment {exp} --out {index_dir} "
             f"--reference {reference} --center {index_config.center} --queries-out {query_path} --workers 0"
@@ -516,7 +516,7 @@ def projection_panels(
     order = keys.get_indexer(pd.MultiIndex.from_frame(adapted.meta[list(WELL_KEY)]))
     if (order < 0).any():
         raise ValueError(f"{plain} lacks {int((order < 0).sum())} of the wells of the adapted tables")
-    ic = IndexConfig(center=config.projection_center)
+    ic = IndexConfig(center=config.projection_center, mode="centroid")
     stats = fit_table_centering(
         adapted, ic.center, ic.reference, pca_dim=ic.pca_dim, ridge=ic.ridge, per_plate=False, epsilon=ic.epsilon
     )

@@ -137,9 +137,18 @@ def build_fixture(work: Path, seed: int, image_size: int, model_size: int) -> Fi
     indexes = work / "indexes"
     adapted, plain = held_out[0], held_out[1]
     onboard_experiment(
-        model, source, adapted, reference, indexes / adapted, IndexConfig(), bn_adapt=True, progress=False
+        model,
+        source,
+        adapted,
+        reference,
+        indexes / adapted,
+        IndexConfig(center="tvn", mode="centroid"),
+        bn_adapt=True,
+        progress=False,
     )
-    onboard_experiment(model, source, plain, reference, indexes / plain, IndexConfig(center="center"), progress=False)
+    onboard_experiment(
+        model, source, plain, reference, indexes / plain, IndexConfig(center="center", mode="centroid"), progress=False
+    )
     return Fixture(data, run, reference, indexes, adapted, plain, train_args)
 
 

@@ -111,7 +111,15 @@ def build_fixture(
     model = load_model(run, "cpu")
     reference = work / "reference.parquet"
     export_embeddings(model, source, reference, wells=select_wells(meta, train_exps), progress=False)
-    onboard_experiment(model, source, target, reference, work / "indexes" / target, IndexConfig(), progress=False)
+    onboard_experiment(
+        model,
+        source,
+        target,
+        reference,
+        work / "indexes" / target,
+        IndexConfig(center="tvn", mode="centroid"),
+        progress=False,
+    )
     return run, work / "indexes", data, target
 
 

@@ -38,7 +38,9 @@ def evaluate_table(table, holdout: tuple[str, ...]) -> dict[str, dict[str, float
 
     out = {}
     for center in CENTERINGS:
-        cfg = EvalConfig(index=IndexConfig(center=center), holdout=holdout, replicate_map=False, silhouette=False)
+        cfg = EvalConfig(
+            index=IndexConfig(center=center, mode="centroid"), holdout=holdout, replicate_map=False, silhouette=False
+        )
         o = evaluate(table, cfg).overall
         out[center] = {k: round(float(o[k]), 4) for k in ("knn_top1", "knn_top5", "centroid_top1")}
     return out

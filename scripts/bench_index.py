@@ -76,7 +76,7 @@ def accuracy_section(table: EmbeddingTable, methods: list[str], holdout: tuple[s
     for method in methods:
         started = time.perf_counter()
         config = EvalConfig(
-            index=IndexConfig(center=method),
+            index=IndexConfig(center=method, mode="centroid"),
             holdout=holdout,
             assign=True,
             max_map_queries=args.map_queries,
@@ -128,7 +128,9 @@ def open_set_section(table: EmbeddingTable, target: str, n_novel: int, seed: int
     }
     for method in ("center", "tvn"):
         for calibration in ("training", "controls"):
-            index = build_experiment_index(hidden, target, IndexConfig(center=method, open_set_calibration=calibration))
+            index = build_experiment_index(
+                hidden, target, IndexConfig(center=method, mode="centroid", open_set_calibration=calibration)
+            )
             got = classify(index.center(hidden.features[rows]), index, k=1, mode="centroid")
             key = f"{method}/{calibration}"
             out[key] = {
@@ -150,7 +152,7 @@ def build_section(table: EmbeddingTable, repeats: int) -> tuple[dict, Experiment
             times = []
             for _ in range(repeats):
                 started = time.perf_counter()
-                index = build_experiment_index(table, target, IndexConfig(center=method))
+                index = build_experiment_index(table, target, IndexConfig(center=method, mode="centroid"))
                 times.append(time.perf_counter() - started)
             result[f"{method}/{target}"] = {
                 "seconds_median": round(float(np.median(times)), 3),

@@ -128,7 +128,7 @@ def score_set(table) -> dict:
     base = {"holdout": None, "assign": False, "replicate_map": False, "silhouette": False}
     fixed: dict[str, dict] = {}
     for center, per_plate in FIXED:
-        cfg = EvalConfig(index=IndexConfig(center=center, per_plate=per_plate, scope="all"), **base)
+        cfg = EvalConfig(index=IndexConfig(center=center, per_plate=per_plate, scope="all", mode="centroid"), **base)
         rep = evaluate(table, cfg)
         key = f"{center}{' per plate' if per_plate else ''}"
         fixed[key] = {

@@ -413,7 +413,7 @@ def profiles_note(d: dict) -> str | None:
     if not tasks:
         return None
     base_names = list(next(iter(tasks.values())).get("baselines", {}))
-    head = ["task", "queries", *base_names, "best phenoprint fixed", "auto"]
+    head = ["task", "queries", *base_names, "best phenoprint fixed", "auto", "auto − best pycytominer (paired SE)"]
     lines = [
         f"Real CellProfiler well profiles of `../shared/profiles` (pycytominer {d.get('pycytominer')}), top-1 of the "
         f"held-out group's labelled treatment wells, from one run of `{PROFILES_COMMAND}`:",
@@ -428,7 +428,9 @@ def profiles_note(d: dict) -> str | None:
             _fmt(r["baselines"].get(n)) if not isinstance(r["baselines"].get(n), str) else "refused" for n in base_names
         ]
         fixed = f"{_fmt(r.get('best_phenoprint_fixed_top1'))} ({r.get('best_phenoprint_fixed')})"
-        lines.append("| " + " | ".join([task, str(r.get("queries")), *bases, fixed, _fmt(r.get("auto"))]) + " |")
+        lead, se = r.get("auto_minus_best_pycytominer"), r.get("auto_minus_best_pycytominer_se")
+        diff = "-" if lead is None else f"{lead:+.3f}" + ("" if se is None else f" ({se:.3f})")
+        lines.append("| " + " | ".join([task, str(r.get("queries")), *bases, fixed, _fmt(r.get("auto")), diff]) + " |")
     return "\n".join(lines)
 
 

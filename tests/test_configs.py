@@ -16,7 +16,7 @@ from phenoprint.index.config import IndexConfig
 CONFIGS = {
     "synth": PRESETS["demo"],
     "train": TrainConfig(model=ModelConfig(head="cosface", cell_type_context=True), holdout=("HUVEC-04",)),
-    "index": IndexConfig(center="center_scale", kind="hnsw", pca_dim=8),
+    "index": IndexConfig(center="center_scale", mode="centroid", kind="hnsw", pca_dim=8),
 }
 
 

@@ -149,7 +149,13 @@ def test_reference_of_another_model_is_refused(tiny: dict[str, Path], tmp_path: 
     table.fingerprint = "0" * 64
     with pytest.raises(EmbeddingTableError, match="re-export"):
         onboard_experiment(
-            model, PngSource(tiny["batch"]), TARGET, table, tmp_path / "i", IndexConfig(), progress=False
+            model,
+            PngSource(tiny["batch"]),
+            TARGET,
+            table,
+            tmp_path / "i",
+            IndexConfig(center="tvn", mode="centroid"),
+            progress=False,
         )
     assert not (tmp_path / "i").exists()
 
@@ -164,7 +170,13 @@ def test_a_batch_without_labelled_controls_is_refused(tiny: dict[str, Path], tmp
     model = load_model(tiny["run"], "cpu")
     with pytest.raises(MetadataError, match="--center-on all"):
         onboard_experiment(
-            model, PngSource(batch), TARGET, tiny["reference"], tmp_path / "i", IndexConfig(), progress=False
+            model,
+            PngSource(batch),
+            TARGET,
+            tiny["reference"],
+            tmp_path / "i",
+            IndexConfig(center="tvn", mode="centroid"),
+            progress=False,
         )
     assert not (tmp_path / "i").exists()
 
@@ -182,7 +194,7 @@ def test_bn_adapted_onboarding_serves_the_same_vectors_it_indexed(tiny: dict[str
         TARGET,
         tiny["reference"],
         tmp_path / "i",
-        IndexConfig(center="center"),
+        IndexConfig(center="center", mode="centroid"),
         bn_adapt=True,
         allow_mismatch=True,  # the reference was exported without adaptation: only the stored statistics matter here
         queries_out=tmp_path / "q.parquet",

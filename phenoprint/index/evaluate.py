@@ -485,7 +485,7 @@ def validation_top1(table: EmbeddingTable, holdout: tuple[str, ...]) -> float:
     reference wells, mean-centred on each experiment's controls, no open-set flag (handed to
     :func:`phenoprint.embedder.train.train` by the jobs that train)."""
     config = EvalConfig(
-        index=IndexConfig(center="center", open_set_quantile=0.0),
+        index=IndexConfig(center="center", mode="centroid", open_set_quantile=0.0),
         holdout=holdout,
         modes=("knn",),
         replicate_map=False,

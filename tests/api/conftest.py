@@ -75,7 +75,7 @@ def onboard(
         experiment,
         reference,
         out,
-        IndexConfig(**index_config),
+        IndexConfig(**{"center": "tvn", "mode": "centroid", **index_config}),  # fixed unless a test asks
         bn_adapt=bn_adapt,
         tta=tta,
         allow_mismatch=allow_mismatch,

@@ -103,7 +103,7 @@ def _prepare(base: Path) -> tuple[Path, Path, Path, tuple[str, ...]]:
             exp,
             reference,
             indexes / exp,
-            IndexConfig(center="center", open_set_quantile=0.5),
+            IndexConfig(center="center", mode="centroid", open_set_quantile=0.5),
             queries_out=query,
             workers=0,
             progress=False,

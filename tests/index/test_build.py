@@ -124,9 +124,9 @@ def test_site_tables_are_indexed_as_wells(small_table: EmbeddingTable) -> None:
     frame = wells.to_frame()
     sites = pd.concat([frame.assign(Metadata_site=1), frame.assign(Metadata_site=2)], ignore_index=True)
     table = EmbeddingTable.from_frame(sites, fingerprint="synthetic")
-    index = build_experiment_index(table, "RPE-01", IndexConfig(center="center"))
+    index = build_experiment_index(table, "RPE-01", IndexConfig(center="center", mode="centroid"))
     assert len(index) == 16 + 40
-    ref = build_experiment_index(wells, "RPE-01", IndexConfig(center="center"))
+    ref = build_experiment_index(wells, "RPE-01", IndexConfig(center="center", mode="centroid"))
     np.testing.assert_allclose(np.sort(index.vectors, axis=0), np.sort(ref.vectors, axis=0), atol=1e-6)
 
 

@@ -158,7 +158,7 @@ def test_a_control_query_is_never_in_the_statistics_it_is_centred_with() -> None
     x = rng.normal(size=(8, 5))
     fit_rows = np.array([1, 1, 1, 1, 1, 0, 0, 0], dtype=bool)
     queries = np.array([1, 0, 0, 0, 0, 1, 0, 0], dtype=bool)  # row 5 is a query outside the fit: left alone
-    config = IndexConfig(center="center_scale")
+    config = IndexConfig(center="center_scale", mode="centroid")
     stats = fit_centering(x, fit_rows, "center_scale")
     centred = apply_centering(x, stats)
     before = centred.copy()

@@ -55,7 +55,7 @@ def test_decoding_reaches_the_brute_force_optimum_on_a_small_case() -> None:
 
 
 def test_no_sirna_twice_per_experiment_and_each_plate_from_one_group(small_table: EmbeddingTable) -> None:
-    index = build_experiment_index(small_table, "HUVEC-01", IndexConfig(center="tvn"))
+    index = build_experiment_index(small_table, "HUVEC-01", IndexConfig(center="tvn", mode="centroid"))
     bp = predict_experiment(index, small_table)
     wells = bp.wells
     assert len(wells) == int(small_table.experiment_mask("HUVEC-01").sum())
@@ -77,7 +77,7 @@ def test_no_sirna_twice_per_experiment_and_each_plate_from_one_group(small_table
 
 
 def test_a_plate_whose_wells_are_shuffled_gets_the_same_answer_shuffled(small_table: EmbeddingTable) -> None:
-    index = build_experiment_index(small_table, "RPE-02", IndexConfig(center="center"))
+    index = build_experiment_index(small_table, "RPE-02", IndexConfig(center="center", mode="centroid"))
     rows = np.flatnonzero(small_table.experiment_mask("RPE-02"))
     order = np.random.default_rng(0).permutation(rows)
     shuffled = EmbeddingTable(

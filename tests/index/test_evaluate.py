@@ -43,7 +43,10 @@ def test_leave_experiment_out_covers_every_experiment(small_table: EmbeddingTabl
 
 
 def test_centering_beats_none_on_batch_effects(small_table: EmbeddingTable, tvn_report) -> None:
-    none = evaluate(small_table, EvalConfig(index=IndexConfig(center="none"), replicate_map=False, silhouette=False))
+    none = evaluate(
+        small_table,
+        EvalConfig(index=IndexConfig(center="none", mode="centroid"), replicate_map=False, silhouette=False),
+    )
     assert tvn_report.overall["centroid_top1"] > none.overall["centroid_top1"] + 0.2
     assert none.replicate_map == {}
     assert none.silhouette == {}
@@ -142,7 +145,12 @@ def _one_layout_table(
 
 def test_leave_one_plate_out_puts_the_batch_other_plates_in_the_reference() -> None:
     table = _one_layout_table(labelled_b=False)
-    base = {"holdout": ("A",), "replicate_map": False, "silhouette": False, "index": IndexConfig(center="center")}
+    base = {
+        "holdout": ("A",),
+        "replicate_map": False,
+        "silhouette": False,
+        "index": IndexConfig(center="center", mode="centroid"),
+    }
     by_batch = evaluate(table, EvalConfig(**base))
     by_plate = evaluate(table, EvalConfig(group_by="plate", **base))
     assert by_batch.n_queries == by_plate.n_queries == 8
@@ -154,7 +162,11 @@ def test_leave_one_plate_out_puts_the_batch_other_plates_in_the_reference() -> N
 
 def test_exclude_same_well_hides_the_same_position_on_other_plates() -> None:
     table = _one_layout_table(labelled_b=True)
-    base = {"replicate_map": False, "silhouette": False, "index": IndexConfig(center="center", n_neighbors=1)}
+    base = {
+        "replicate_map": False,
+        "silhouette": False,
+        "index": IndexConfig(center="center", mode="centroid", n_neighbors=1),
+    }
     plain = evaluate(table, EvalConfig(**base))
     hidden = evaluate(table, EvalConfig(exclude_same_well=True, **base))
     assert plain.overall["knn_top1"] == plain.overall["centroid_top1"] == 1.0
@@ -206,7 +218,7 @@ def _unlabelled_controls(table: EmbeddingTable, experiment: str, shuffle: bool) 
 def test_a_held_out_experiment_is_whitened_without_its_own_controls(small_table: EmbeddingTable, method: str) -> None:
     """Its controls give only its per-batch step (unchanged by sorting each feature among them); the pooled
     whitening comes from the other experiments, so its answers and its replicate mAP do not move."""
-    config = EvalConfig(index=IndexConfig(center=method), holdout=("HUVEC-01",), silhouette=False)
+    config = EvalConfig(index=IndexConfig(center=method, mode="centroid"), holdout=("HUVEC-01",), silhouette=False)
     plain = evaluate(_unlabelled_controls(small_table, "HUVEC-01", shuffle=False), config)
     moved = evaluate(_unlabelled_controls(small_table, "HUVEC-01", shuffle=True), config)
     assert plain.n_queries == moved.n_queries > 0

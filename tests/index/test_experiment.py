@@ -52,7 +52,7 @@ def test_a_crash_during_save_leaves_the_previous_index_intact(
 ) -> None:
     out = huvec_index.save(tmp_path / "idx")
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    other = build_experiment_index(small_table, "HUVEC-02", IndexConfig(center="center"))
+    other = build_experiment_index(small_table, "HUVEC-02", IndexConfig(center="center", mode="centroid"))
 
     def crash(*args, **kwargs):
         raise RuntimeError("power cut")
@@ -79,7 +79,9 @@ def test_approximate_kinds_build_save_and_load(small_table: EmbeddingTable, tmp_
 
 
 def test_per_plate_centering_needs_the_plates(small_table: EmbeddingTable) -> None:
-    index = build_experiment_index(small_table, "HUVEC-02", IndexConfig(center="center", per_plate=True))
+    index = build_experiment_index(
+        small_table, "HUVEC-02", IndexConfig(center="center", mode="centroid", per_plate=True)
+    )
     assert sorted(index.centering) == [f"HUVEC-02/{p}" for p in range(1, 5)]
     rows = small_table.experiment_mask("HUVEC-02")
     x = small_table.features[rows]

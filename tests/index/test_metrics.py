@@ -145,7 +145,9 @@ def test_evaluate_records_which_backend_computed_the_map(small_table: EmbeddingT
     from phenoprint.index.evaluate import EvalConfig, evaluate
     from phenoprint.index.metrics import copairs_available
 
-    config = EvalConfig(index=IndexConfig(center="center_scale"), holdout=("HUVEC-01",), silhouette=False)
+    config = EvalConfig(
+        index=IndexConfig(center="center_scale", mode="centroid"), holdout=("HUVEC-01",), silhouette=False
+    )
     report = evaluate(small_table, config)
     assert report.map_backend == ("copairs" if copairs_available() else "phenoprint")
     assert report.to_json()["map_backend"] == report.map_backend

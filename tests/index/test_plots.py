@@ -16,7 +16,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def test_plots_write_pngs_before_and_after_centering(small_table: EmbeddingTable, tmp_path: Path) -> None:
-    written = plots(small_table, IndexConfig(center="tvn"), tmp_path / "figs", max_points=200)
+    written = plots(small_table, IndexConfig(center="tvn", mode="centroid"), tmp_path / "figs", max_points=200)
     assert [p.name for p in written] == ["projection_by_experiment.png", "projection_by_sirna.png"]
     for p in written:
         assert p.read_bytes()[:8] == PNG_MAGIC

@@ -62,7 +62,7 @@ def _stand_in_table() -> EmbeddingTable:
 
 def test_the_submission_has_exactly_the_test_rows_each_sirna_once_and_one_group_per_plate(kaggle_root: Path) -> None:
     table = _stand_in_table()
-    index = build_experiment_index(table, TARGETS[0], IndexConfig(center="center"))
+    index = build_experiment_index(table, TARGETS[0], IndexConfig(center="center", mode="centroid"))
     test = read_test_wells(kaggle_root, TARGETS)
     sub = submission(test, kaggle_predictions([index], table, test, k=3, mode=None))
     assert sub.id_code.tolist() == test.id_code.tolist()  # exactly the test.csv rows, in order
@@ -79,7 +79,7 @@ def test_the_submission_has_exactly_the_test_rows_each_sirna_once_and_one_group_
 
 def test_a_set_that_misses_wells_is_refused(kaggle_root: Path) -> None:
     table = _stand_in_table()
-    index = build_experiment_index(table, TARGETS[0], IndexConfig(center="center"))
+    index = build_experiment_index(table, TARGETS[0], IndexConfig(center="center", mode="centroid"))
     test = read_test_wells(kaggle_root, TARGETS)
     keep = ~((table.meta.Metadata_experiment == "HUVEC-01") & (table.meta.Metadata_well == "B03"))
     preds = kaggle_predictions([index], table.subset(keep.to_numpy()), test, k=3, mode=None)
