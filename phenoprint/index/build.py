@@ -81,7 +81,7 @@ def build_experiment_index(
         ridge=config.ridge,
         per_plate=config.per_plate,
         epsilon=config.epsilon,
-        pool_without=(experiment,),  # a sphering's whitening is fitted on the training batches' controls alone
+        pool_without=(experiment,) if config.pool == "training" else (),  # whose controls a whitening is fitted on
     )
     centred = center_table(table, stats, config.per_plate)
     index = assemble_index(
@@ -231,6 +231,7 @@ def _manifest(
             "pca_dim": config.pca_dim,
             "ridge": config.ridge,
             "epsilon": config.epsilon,
+            "pool": config.pool,
             "n_reference": {k: stats[k].n_reference for k in target_keys},
         },
         "scope": config.scope,

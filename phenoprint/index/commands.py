@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import fields
+from collections import Counter
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,8 @@ from phenoprint.index.config import (
     INDEX_KIND_HELP,
     MODE_HELP,
     MODES,
+    POOL_HELP,
+    POOLS,
     SCOPES,
     VOTE_HELP,
     IndexConfig,
@@ -99,6 +102,13 @@ def add_centering_options(
         default=_default("epsilon"),
         help="ZCA / ZCA-cor: the regularizer ε added to each eigenvalue of the pooled covariance before its inverse "
         f"square root (default {_default('epsilon'):g}, pycytominer's spherize default)",
+    )
+    p.add_argument(
+        "--pool",
+        choices=POOLS,
+        default=_default("pool"),
+        help="zca / zca_cor / tvn_pooled: whose reference wells the pooled whitening is fitted on: "
+        + "; ".join(f"{k}: {v}" for k, v in POOL_HELP.items()),
     )
     p.add_argument(
         "--scope",
@@ -185,6 +195,7 @@ def index_config_from_args(args: argparse.Namespace, build: bool = False) -> Ind
         pca_dim=args.pca_dim,
         ridge=args.ridge,
         epsilon=args.epsilon,
+        pool=args.pool,
         scope=args.scope,
         **more,  # type: ignore[arg-type]
     )
@@ -332,11 +343,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from phenoprint.index.evaluate import EvalConfig, evaluate
 
     table = read_embeddings(args.embeddings)
-    index_config = index_config_from_args(args)
-    if args.center == _AUTO:  # the choices onboarding would make: centering and mode, per held-out experiment
-        from dataclasses import replace
-
-        index_config = replace(index_config, mode=_AUTO)
+    # auto: the choices onboarding would make (centering and mode) per held-out experiment; a fixed centering is
+    # scored in every mode asked for (--mode), so the index's own mode plays no part
+    mode = _AUTO if args.center == _AUTO else "centroid"
+    index_config = replace(index_config_from_args(args), mode=mode)
     config = EvalConfig(
         index=index_config,
         holdout=tuple(e.strip() for e in args.holdout.split(",") if e.strip()) if args.holdout else None,
@@ -354,15 +364,11 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         write_json_atomic(report.to_json(), args.out)
         print(f"wrote {args.out}")
     if args.plots is not None:
-        from collections import Counter
-        from dataclasses import replace
-
         from phenoprint.index.plots import plots
 
         if report.choices:  # auto: the centering chosen most often, as the report's mAP uses
-            (center, per_plate), _ = Counter(
-                (c["center"], c["per_plate"]) for c in report.choices.values()
-            ).most_common(1)[0]
+            picks = Counter((c["center"], c["per_plate"]) for c in report.choices.values())
+            (center, per_plate), _ = picks.most_common(1)[0]
             index_config = replace(index_config, center=center, per_plate=per_plate)
         for path in plots(table, index_config, args.plots):
             print(f"wrote {path}")

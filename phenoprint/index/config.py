@@ -25,6 +25,15 @@ Scope = Literal["same_cell_type", "all"]
 SCOPES: tuple[str, ...] = get_args(Scope)
 CalibrationSource = Literal["controls", "training"]
 CALIBRATION_SOURCES: tuple[str, ...] = get_args(CalibrationSource)
+#: Whose reference wells the pooled whitening (zca, zca_cor, tvn_pooled) is fitted on: every batch in scope, the
+#: one onboarded (or held out) included, or the training batches alone.
+POOL_HELP: dict[str, str] = {
+    "all": "every batch in scope, the new one included (pycytominer's spherize and the JUMP recipe fit all plates "
+    "together; its controls are measured with its treatments, and no label of it is used)",
+    "training": "the other batches alone (the new batch gets its own per-batch step and their whitening)",
+}
+Pool = Literal["all", "training"]
+POOLS: tuple[str, ...] = tuple(POOL_HELP)
 #: ``ensemble``: the mean cosine over every centering (:data:`phenoprint.index.table_centering.ENSEMBLE`);
 #: ``auto``: chosen at build time (:mod:`phenoprint.index.choose`).
 CenterChoice = Literal[CenterMethod, "ensemble", "auto"]
@@ -55,6 +64,7 @@ class IndexConfig:
     pca_dim: int | None = None  # TVN: components estimated one by one (None: half the reference wells, at most d)
     ridge: float = DEFAULT_RIDGE  # TVN: λ of (Σ + λI)^(-1/2) as a fraction of the mean eigenvalue
     epsilon: float = DEFAULT_EPSILON  # ZCA / ZCA-cor: ε added to each eigenvalue of Σ (pycytominer's default)
+    pool: Pool = "all"  # whose reference wells a pooled whitening is fitted on: all batches in scope | training ones
     per_plate: bool = False  # fit the statistics per (experiment, plate) instead of per experiment
     scope: Scope = "same_cell_type"  # same_cell_type | all: which other experiments' labelled wells are indexed
     kind: IndexKind = "flat"  # flat (exact) | ivf | hnsw (approximate, for large references)
@@ -83,6 +93,7 @@ class IndexConfig:
             ("kind", INDEX_KINDS),
             ("open_set_calibration", CALIBRATION_SOURCES),
             ("vote", VOTES),
+            ("pool", POOLS),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")

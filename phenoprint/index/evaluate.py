@@ -294,6 +294,8 @@ class _Centrings:
     def shared(self, center: str) -> bool:
         """Whether one fit serves every held-out experiment (no pooled whitening to keep it out of, the ensemble's
         views included)."""
+        if self.config.pool == "all":  # the whitening is fitted on every batch, the held-out one included
+            return True
         if center == ENSEMBLE:
             return not any(m in POOLED_BASE for m, _ in ensemble_views(self.config.reference))
         return center not in POOLED_BASE

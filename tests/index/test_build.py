@@ -153,10 +153,11 @@ def _shuffle_controls_per_feature(table: EmbeddingTable, experiment: str) -> Emb
     return EmbeddingTable(table.meta.copy(), x, table.feature_names, table.fingerprint, dict(table.info))
 
 
-def test_the_pooled_whitening_of_an_index_is_fitted_without_its_target(small_table: EmbeddingTable) -> None:
-    """Onboarding: the sphering is fitted on the training experiments' controls; the target's own controls only
-    give its per-batch step, so the other experiments' entries do not move when those controls change."""
-    config = IndexConfig(center="zca", mode="knn")
+def test_with_pool_training_the_whitening_of_an_index_is_fitted_without_its_target(small_table: EmbeddingTable) -> None:
+    """Onboarding with ``--pool training``: the sphering is fitted on the training experiments' controls; the target's
+    own controls only give its per-batch step, so the other experiments' entries do not move when those controls
+    change. With the default (``--pool all``) they are pooled too, and the entries are those of the whole fit."""
+    config = IndexConfig(center="zca", mode="knn", pool="training")
     before = build_experiment_index(small_table, "HUVEC-01", config)
     after = build_experiment_index(_shuffle_controls_per_feature(small_table, "HUVEC-01"), "HUVEC-01", config)
     training = before.entries.kind.to_numpy() == "training"
@@ -173,3 +174,5 @@ def test_the_pooled_whitening_of_an_index_is_fitted_without_its_target(small_tab
     e = before.entries
     order = [at[(x, int(p), w)] for x, p, w in zip(e.experiment, e.plate, e.well, strict=True)]
     assert not np.allclose(pooled_all[order][training], before.vectors[training], atol=1e-3)
+    default = build_experiment_index(small_table, "HUVEC-01", IndexConfig(center="zca", mode="knn"))
+    np.testing.assert_allclose(default.vectors[training], pooled_all[order][training], atol=1e-5)

@@ -136,6 +136,7 @@ def test_cli_choices_and_defaults_match_the_library() -> None:
         CENTER_CHOICES,
         INDEX_KINDS,
         MODE_CHOICES,
+        POOLS,
         SCOPES,
         IndexConfig,
     )
@@ -151,6 +152,7 @@ def test_cli_choices_and_defaults_match_the_library() -> None:
         "scope": SCOPES,
         "kind": INDEX_KINDS,
         "open_set_calibration": CALIBRATION_SOURCES,
+        "pool": POOLS,
     }
     for name, verb in verbs.items():
         choices = {a.dest: tuple(a.choices) for a in verb._actions if a.choices and a.option_strings}
@@ -204,8 +206,11 @@ def test_epsilon_option_reaches_the_index_and_bad_values_are_refused(
     assert index_config_from_args(parser.parse_args([*onboard, "--epsilon", "0.2"]), build=True).epsilon == 0.2
     out = tmp_path / "HUVEC-02"
     argv = ["-q", "index", "build", "--embeddings", str(embeddings), "--experiment", "HUVEC-02", "--out", str(out)]
-    assert main([*argv, "--center", "zca", "--mode", "knn", "--epsilon", "0.5"]) == 0
-    assert ExperimentIndex.load(out).config.epsilon == 0.5
+    assert main([*argv, "--center", "zca", "--mode", "knn", "--epsilon", "0.5", "--pool", "training"]) == 0
+    built = ExperimentIndex.load(out)
+    assert (built.config.epsilon, built.config.pool) == (0.5, "training")
+    assert built.manifest["centering"]["pool"] == "training"
+    assert index_config_from_args(parser.parse_args([*onboard]), build=True).pool == "all"  # the default
     for bad in ("-1", "nan", "small"):
         with pytest.raises(SystemExit) as exc:
             main([*argv[1:], "--out", str(tmp_path / "bad"), "--center", "zca", "--epsilon", bad])

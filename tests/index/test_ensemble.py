@@ -70,11 +70,9 @@ def test_an_ensemble_index_centres_queries_as_it_was_built_and_survives_a_round_
     target = small_table.experiment_mask(TARGET)
     raw = small_table.features[target]
     plates = small_table.meta.loc[target, "Metadata_plate"].to_numpy()
-    # the pooled views' whitening: fitted on the other experiments in scope, the target's own controls left out
+    # the pooled views' whitening: fitted on every experiment in scope (the default, --pool all)
     scoped = small_table.subset(scope_mask(small_table, TARGET, config.scope))
-    stats = fit_table_centering(
-        scoped, "ensemble", "controls", pca_dim=None, ridge=0.1, per_plate=True, pool_without=(TARGET,)
-    )
+    stats = fit_table_centering(scoped, "ensemble", "controls", pca_dim=None, ridge=0.1, per_plate=True)
     built = center_table(scoped, stats, True)[scoped.experiment_mask(TARGET)]
     np.testing.assert_allclose(loaded.center(raw, plates), built, rtol=1e-5, atol=1e-6)
     assert loaded.plates == index.plates

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -216,9 +217,10 @@ def _unlabelled_controls(table: EmbeddingTable, experiment: str, shuffle: bool) 
 
 @pytest.mark.parametrize("method", ["zca", "tvn_pooled"])
 def test_a_held_out_experiment_is_whitened_without_its_own_controls(small_table: EmbeddingTable, method: str) -> None:
-    """Its controls give only its per-batch step (unchanged by sorting each feature among them); the pooled
-    whitening comes from the other experiments, so its answers and its replicate mAP do not move."""
-    config = EvalConfig(index=IndexConfig(center=method, mode="centroid"), holdout=("HUVEC-01",), silhouette=False)
+    """With ``--pool training`` its controls give only its per-batch step (unchanged by sorting each feature among
+    them); the pooled whitening comes from the other experiments, so its answers and its replicate mAP do not move."""
+    index = IndexConfig(center=method, mode="centroid", pool="training")
+    config = EvalConfig(index=index, holdout=("HUVEC-01",), silhouette=False)
     plain = evaluate(_unlabelled_controls(small_table, "HUVEC-01", shuffle=False), config)
     moved = evaluate(_unlabelled_controls(small_table, "HUVEC-01", shuffle=True), config)
     assert plain.n_queries == moved.n_queries > 0
@@ -245,7 +247,9 @@ def test_only_pooled_centerings_are_fitted_once_per_held_out_experiment(
     evaluate(small_table, EvalConfig(index=IndexConfig(center="center_scale", mode="centroid"), holdout=holdout))
     assert calls == [("center_scale", ())]  # one shared fit: evaluate is no slower for it
     calls.clear()
-    evaluate(
-        small_table, EvalConfig(index=IndexConfig(center="zca", mode="centroid"), holdout=holdout, silhouette=False)
-    )
+    zca = IndexConfig(center="zca", mode="centroid", pool="training")
+    evaluate(small_table, EvalConfig(index=zca, holdout=holdout, silhouette=False))
     assert calls == [("zca", ("HUVEC-01",)), ("zca", ("HUVEC-02",))]
+    calls.clear()
+    evaluate(small_table, EvalConfig(index=replace(zca, pool="all"), holdout=holdout, silhouette=False))
+    assert calls == [("zca", ())]  # the default pools every batch: one fit serves them all
