@@ -202,6 +202,11 @@ def _entries(meta: pd.DataFrame, target: np.ndarray) -> pd.DataFrame:
     return entries
 
 
+def _counted(key: str) -> bool:
+    """Whether a statistics key's reference wells count in the manifest (each batch once, an ensemble's included)."""
+    return VIEW_SEP not in key or key.startswith(f"none{VIEW_SEP}")
+
+
 def _manifest(
     table: EmbeddingTable,
     experiment: str,
@@ -243,7 +248,8 @@ def _manifest(
             "training": int((~target).sum()),
             "sirnas": int(entries["sirna_id"].nunique()),
             "source_experiments": len(sources),
-            "reference_wells": int(sum(stats[k].n_reference for k in target_keys)),
+            # an ensemble's views share the reference wells: counted once, by its ``none`` view's keys
+            "reference_wells": int(sum(stats[k].n_reference for k in target_keys if _counted(k))),
         },
         "source_experiments": sources,
         "open_set": open_set.to_json(),

@@ -261,7 +261,8 @@ def print_selection(index_dir: Path) -> None:
     selection = manifest.get("selection")
     if selection:
         noisy = "; the lead is within noise" if selection.get("within_noise") else ""
-        print(f"auto chose {selection['reason']}{noisy} (the whole table: phenoprint index info {index_dir})")
+        table = f" (the whole table: phenoprint index info {index_dir})" if selection.get("table") else ""
+        print(f"auto chose {selection['reason']}{noisy}{table}")
 
 
 def _run_info(args: argparse.Namespace) -> int:

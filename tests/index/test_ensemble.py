@@ -122,3 +122,51 @@ def test_auto_on_profiles_is_the_ensemble_with_cosine_1nn(small_table: Embedding
     config, sel = choose_config(small_table, TARGET, IndexConfig(center="auto", mode="auto"))
     assert config.center != "ensemble"
     assert "labelled control wells" in sel.reason
+
+
+def test_a_batch_offset_and_gain_leave_every_standardizing_view_of_the_ensemble_unchanged(
+    small_table: EmbeddingTable,
+) -> None:
+    """The ensemble keeps ``none`` and ``center`` on purpose (profiles often come normalized already, and their raw
+    view carries signal), so as a whole it is not invariant; each view that standardizes is, the pooled ones too: a
+    batch's offset and per-feature gain are removed by its own per-batch step before any pooling."""
+    d = small_table.dim
+    rng = np.random.default_rng(1)
+    batch = small_table.experiment_mask("HUVEC-02")
+    x = small_table.features.astype(np.float64).copy()
+    x[batch] = x[batch] * rng.uniform(0.5, 3.0, size=d) + rng.normal(size=d) * 5
+    moved = EmbeddingTable(small_table.meta, x.astype(np.float32), small_table.feature_names, small_table.fingerprint)
+    views = ensemble_views("controls")
+    a, b = (
+        center_table(t, fit_table_centering(t, "ensemble", "controls", pca_dim=None, ridge=0.1, per_plate=True), True)
+        for t in (small_table, moved)
+    )
+    for i, (method, _) in enumerate(views):
+        cols = slice(i * d, (i + 1) * d)
+        same = np.allclose(a[:, cols], b[:, cols], atol=2e-4)
+        assert same == (method not in ("none", "center")), views[i]
+
+
+def test_index_build_on_profiles_defaults_to_the_ensemble_and_counts_each_reference_well_once(
+    profiles_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from phenoprint.cli import main
+
+    out = tmp_path / "idx"
+    argv = ["-q", "index", "build", "--embeddings", str(profiles_path), "--experiment", "batch1", "--out", str(out)]
+    assert main([*argv, "--center-on", "all", "--scope", "all"]) == 0
+    printed = capsys.readouterr().out
+    assert "the ensemble of 7 centerings" in printed
+    assert "whole table" not in printed
+    index = ExperimentIndex.load(out)
+    assert (index.config.center, index.config.mode, index.config.n_neighbors) == ("ensemble", "knn", 1)
+    assert index.manifest["counts"]["reference_wells"] == 16  # batch1's 2 plates x 8 wells, not x 7 views
+    assert {v.partition("::")[0] for v in index.centering} == {
+        "none",
+        "center",
+        "center/plate",
+        "center_scale",
+        "center_scale/plate",
+        "mad_robustize",
+        "mad_robustize/plate",
+    }
