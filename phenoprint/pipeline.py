@@ -508,7 +508,7 @@ def projection_panels(
     from phenoprint.data.table import WELL_KEY
     from phenoprint.index.config import IndexConfig
     from phenoprint.index.plots import Panel
-    from phenoprint.index.table_centering import center_table, fit_table_centering
+    from phenoprint.index.table_centering import center_table, fit_configured
 
     adapted = labelled_table(root, adapted_tables)
     raw = labelled_table(root, [plain])
@@ -517,9 +517,7 @@ def projection_panels(
     if (order < 0).any():
         raise ValueError(f"{plain} lacks {int((order < 0).sum())} of the wells of the adapted tables")
     ic = IndexConfig(center=config.projection_center, mode="centroid")
-    stats = fit_table_centering(
-        adapted, ic.center, ic.reference, pca_dim=ic.pca_dim, ridge=ic.ridge, per_plate=False, epsilon=ic.epsilon
-    )
+    stats = fit_configured(adapted, ic, per_plate=False)
     panels = [
         Panel("pixel profiles, no model\n(per-channel intensity mean and s.d.)", pixel_profiles(pack, adapted.meta)),
         Panel("plain embeddings\n(no batch-norm adaptation, no TTA)", raw.features[order]),

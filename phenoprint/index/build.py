@@ -22,7 +22,7 @@ from phenoprint.index.experiment import ExperimentIndex
 from phenoprint.index.openset import OpenSetThreshold, calibrate_index
 from phenoprint.index.plate_groups import learn_plate_groups
 from phenoprint.index.storage import ARTIFACT_KIND, FORMAT_VERSION
-from phenoprint.index.table_centering import VIEW_SEP, center_table, fit_table_centering
+from phenoprint.index.table_centering import VIEW_SEP, center_table, fit_configured
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +73,7 @@ def build_experiment_index(
 
         config, selection = choose_config(table, experiment, config)
     groups = learn_plate_groups(table, exclude=experiment)
-    stats = fit_table_centering(
-        table,
-        config.center,
-        config.reference,
-        pca_dim=config.pca_dim,
-        ridge=config.ridge,
-        per_plate=config.per_plate,
-        epsilon=config.epsilon,
-        pool_without=(experiment,) if config.pool == "training" else (),  # whose controls a whitening is fitted on
-    )
+    stats = fit_configured(table, config, new_batch=experiment)
     centred = center_table(table, stats, config.per_plate)
     index = assemble_index(
         table, centred, stats, experiment, config, fingerprint or table.fingerprint, plate_groups=groups

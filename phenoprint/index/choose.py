@@ -296,7 +296,7 @@ def _training_rows(
     """One row per (centering, mode, neighbours): top-1 of the training experiments' reachable labelled treatments,
     each experiment held out in turn (empty: fewer than two of them hold labelled treatments)."""
     from phenoprint.index.build import assemble_index
-    from phenoprint.index.table_centering import center_table
+    from phenoprint.index.table_centering import center_table, fit_configured
 
     others = table.subset(~table.experiment_mask(experiment))
     treated = others.labelled_mask() & (others.meta["Metadata_well_type"] == "treatment").to_numpy()
@@ -309,7 +309,7 @@ def _training_rows(
     rows: list[dict[str, Any]] = []
     for center, per_plate in centers:
         try:
-            stats = _fit_table(others, center, per_plate, config)
+            stats = fit_configured(others, config, center=center, per_plate=per_plate)
         except (ValueError, EmbeddingTableError) as exc:
             log.debug("candidate %s skipped: %s", _name(center, per_plate, "-"), exc)
             continue
@@ -374,7 +374,7 @@ def _score_all(
 ) -> list[dict[str, Any]]:
     """One row per (centering, mode) with its scores on the target's controls (empty: nothing to score on)."""
     from phenoprint.index.build import assemble_index
-    from phenoprint.index.table_centering import batch_keys, center_table, reference_mask
+    from phenoprint.index.table_centering import batch_keys, center_table, fit_configured, reference_mask
 
     target = table.experiment_mask(experiment)
     labelled_controls = table.control_mask() & table.labelled_mask()
@@ -399,7 +399,7 @@ def _score_all(
         rr: dict[str, list[np.ndarray]] = {m: [] for m in modes}
         ap: list[np.ndarray] = []
         try:
-            other_stats = _fit_table(others, center, per_plate, config)
+            other_stats = fit_configured(others, config, center=center, per_plate=per_plate)
             for p in query_plates:
                 on_p = queries & (plates == p)
                 # leave plate p out: its controls are the queries, so they are neither entries nor in the target's fit
@@ -442,21 +442,6 @@ def _score_all(
             continue
         rows += [_candidate_row(center, per_plate, m, right[m], right_assigned[m], rr[m], ap) for m in modes]
     return rows
-
-
-def _fit_table(table: EmbeddingTable, center: str, per_plate: bool, config: Any) -> dict[str, Any]:
-    """Every batch of the table fitted as the configured index would fit it (reference wells, TVN and ZCA options)."""
-    from phenoprint.index.table_centering import fit_table_centering
-
-    return fit_table_centering(
-        table,
-        center,
-        config.reference,
-        pca_dim=config.pca_dim,
-        ridge=config.ridge,
-        per_plate=per_plate,
-        epsilon=config.epsilon,
-    )
 
 
 def _centre_left_out(

@@ -26,7 +26,7 @@ from phenoprint.index.config import IndexConfig
 from phenoprint.index.experiment import ExperimentIndex
 from phenoprint.index.metrics import MAP_BACKENDS, mean_average_precision, replicate_ap, silhouette
 from phenoprint.index.plate_groups import learn_plate_groups
-from phenoprint.index.table_centering import ENSEMBLE, center_table, ensemble_views, fit_table_centering
+from phenoprint.index.table_centering import ENSEMBLE, center_table, ensemble_views, fit_configured
 
 log = logging.getLogger(__name__)
 
@@ -307,17 +307,7 @@ class _Centrings:
             if held_out is not None:  # one held-out fit kept at a time: a table's worth of vectors each
                 for old in [k for k in self.fitted if k[2] is not None]:
                     del self.fitted[old]
-            ic = self.config
-            st = fit_table_centering(
-                self.table,
-                center,
-                ic.reference,
-                pca_dim=ic.pca_dim,
-                ridge=ic.ridge,
-                per_plate=per_plate,
-                epsilon=ic.epsilon,
-                pool_without=() if held_out is None else (held_out,),
-            )
+            st = fit_configured(self.table, self.config, center=center, per_plate=per_plate, new_batch=held_out)
             self.fitted[key] = st, center_table(self.table, st, per_plate)
         return self.fitted[key]
 

@@ -14,7 +14,7 @@ from phenoprint.data.table import EmbeddingTable
 from phenoprint.index.centering import l2_normalize
 from phenoprint.index.config import IndexConfig
 from phenoprint.index.metrics import silhouette
-from phenoprint.index.table_centering import center_table, fit_table_centering
+from phenoprint.index.table_centering import center_table, fit_configured
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -52,15 +52,7 @@ def plots(
         The written files.
     """
     table = table.aggregate_sites()
-    stats = fit_table_centering(
-        table,
-        config.center,
-        config.reference,
-        pca_dim=config.pca_dim,
-        ridge=config.ridge,
-        per_plate=config.per_plate,
-        epsilon=config.epsilon,
-    )
+    stats = fit_configured(table, config)
     after = center_table(table, stats, config.per_plate)
     panels = [
         Panel("before centering", l2_normalize(table.features)),

@@ -19,6 +19,7 @@ from phenoprint.index.centering import (
     apply_centering_by,
     fit_centering_by,
 )
+from phenoprint.index.config import IndexConfig
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,36 @@ def fit_table_centering(
     pool_exclude = sorted(set(keys[np.isin(exp, list(exclude))].tolist())) if exclude else []
     return fit_centering_by(
         table.features, keys, ref, method, pca_dim=pca_dim, ridge=ridge, epsilon=epsilon, pool_exclude=pool_exclude
+    )
+
+
+def fit_configured(
+    table: EmbeddingTable,
+    config: IndexConfig,
+    *,
+    center: str | None = None,
+    per_plate: bool | None = None,
+    new_batch: str | None = None,
+) -> dict[str, CenteringStats]:
+    """:func:`fit_table_centering` with an index configuration's options (reference wells, TVN's ``pca_dim`` and
+    ``ridge``, ZCA's ``epsilon``, whose wells a pooled whitening is fitted on); ``center`` and ``per_plate`` default
+    to the configuration's. The one place the options go from a configuration into a fit, so a new one reaches every
+    caller.
+
+    Args:
+        new_batch: the experiment being onboarded or held out: with ``pool="training"`` its reference wells stay out of
+            a pooled whitening (it keeps its own per-batch step).
+    """
+    pool_without = (new_batch,) if new_batch is not None and config.pool == "training" else ()
+    return fit_table_centering(
+        table,
+        config.center if center is None else center,
+        config.reference,
+        pca_dim=config.pca_dim,
+        ridge=config.ridge,
+        per_plate=config.per_plate if per_plate is None else per_plate,
+        epsilon=config.epsilon,
+        pool_without=pool_without,
     )
 
 

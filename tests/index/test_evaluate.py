@@ -233,16 +233,16 @@ def test_a_held_out_experiment_is_whitened_without_its_own_controls(small_table:
 def test_only_pooled_centerings_are_fitted_once_per_held_out_experiment(
     small_table: EmbeddingTable, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from phenoprint.index import evaluate as evaluate_module
+    from phenoprint.index import table_centering
 
     calls: list[tuple[str, tuple[str, ...]]] = []
-    real = evaluate_module.fit_table_centering
+    real = table_centering.fit_table_centering
 
     def counting(table: EmbeddingTable, method: str, *args: object, **kwargs: object) -> dict:
         calls.append((method, tuple(kwargs.get("pool_without", ()))))  # type: ignore[arg-type]
         return real(table, method, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(evaluate_module, "fit_table_centering", counting)
+    monkeypatch.setattr(table_centering, "fit_table_centering", counting)  # what every configured fit calls
     holdout = ("HUVEC-01", "HUVEC-02")
     evaluate(small_table, EvalConfig(index=IndexConfig(center="center_scale", mode="centroid"), holdout=holdout))
     assert calls == [("center_scale", ())]  # one shared fit: evaluate is no slower for it
