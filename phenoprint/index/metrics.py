@@ -80,6 +80,31 @@ def replicate_ap(
     return ReplicateAP(replicate_average_precision(x, labels, batches, query_mask), "phenoprint")
 
 
+def _ap_inputs(
+    x: np.ndarray, labels: np.ndarray, batches: np.ndarray, query_mask: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The arguments of either AP implementation, checked: (n, d) float64 vectors, (n,) int64 labels, (n,) str batches
+    and the (n,) mask of labelled query rows.
+
+    Raises:
+        ValueError: a shape that does not match the vectors'.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"x must be 2-D (n, d); got shape {x.shape}")
+    n = len(x)
+    labels = np.asarray(labels).astype(np.int64)
+    batches = np.asarray(batches).astype(str)
+    if labels.shape != (n,) or batches.shape != (n,):
+        raise ValueError(f"labels and batches must have shape ({n},); got {labels.shape} and {batches.shape}")
+    if query_mask is None:
+        return x, labels, batches, labels >= 0
+    mask = np.asarray(query_mask, dtype=bool)
+    if mask.shape != (n,):
+        raise ValueError(f"query_mask must have shape ({n},); got {mask.shape}")
+    return x, labels, batches, mask & (labels >= 0)
+
+
 def copairs_average_precision(
     x: np.ndarray, labels: np.ndarray, batches: np.ndarray, query_mask: np.ndarray | None = None
 ) -> np.ndarray:
@@ -92,15 +117,8 @@ def copairs_average_precision(
     from copairs.map import average_precision
     from copairs.matching import UnpairedException
 
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"x must be 2-D (n, d); got shape {x.shape}")
+    x, labels, batches, qmask = _ap_inputs(x, labels, batches, query_mask)
     n = len(x)
-    labels = np.asarray(labels).astype(np.int64)
-    batches = np.asarray(batches).astype(str)
-    if labels.shape != (n,) or batches.shape != (n,):
-        raise ValueError(f"labels and batches must have shape ({n},); got {labels.shape} and {batches.shape}")
-    qmask = labels >= 0 if query_mask is None else np.asarray(query_mask, dtype=bool) & (labels >= 0)
     out = np.full(n, np.nan)
     keep = np.flatnonzero(labels >= 0)
     if not qmask.any() or len(set(labels[keep].tolist())) < 2:  # copairs refuses a table without negatives
@@ -147,15 +165,8 @@ def replicate_average_precision(
     Returns:
         (n,) float64 AP of each query row; NaN for rows that are not queried or have no positive.
     """
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"x must be 2-D (n, d); got shape {x.shape}")
+    x, labels, batches, qmask = _ap_inputs(x, labels, batches, query_mask)
     n = len(x)
-    labels = np.asarray(labels).astype(np.int64)
-    batches = np.asarray(batches).astype(str)
-    if labels.shape != (n,) or batches.shape != (n,):
-        raise ValueError(f"labels and batches must have shape ({n},); got {labels.shape} and {batches.shape}")
-    qmask = labels >= 0 if query_mask is None else np.asarray(query_mask, dtype=bool) & (labels >= 0)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     unit = (x / np.where(norms > 0, norms, 1.0)).astype(np.float32)
     keep = labels >= 0

@@ -169,3 +169,13 @@ def test_on_tied_similarities_copairs_ranks_positives_first() -> None:
     labels, batches = np.array([0, 0, 1, 1]), np.array(["a", "b", "b", "a"])
     np.testing.assert_allclose(replicate_average_precision(x, labels, batches)[:2], 0.5)  # tie counted against
     np.testing.assert_allclose(copairs_average_precision(x, labels, batches)[:2], 1.0)  # tie counted for
+
+
+def test_both_ap_implementations_refuse_a_query_mask_of_another_length() -> None:
+    from phenoprint.index.metrics import copairs_available, copairs_average_precision
+
+    x = np.random.default_rng(0).normal(size=(6, 3))
+    labels, batches = np.array([0, 0, 1, 1, 2, 2]), np.array(list("ababab"))
+    for ap in (replicate_average_precision, *((copairs_average_precision,) if copairs_available() else ())):
+        with pytest.raises(ValueError, match=r"query_mask must have shape \(6,\); got \(1,\)"):
+            ap(x, labels, batches, np.array([True]))  # would broadcast to every row
