@@ -174,3 +174,21 @@ def test_layout_from_renders_the_real_plate_map(rxrx1_root: Path, tmp_path: Path
     pd.testing.assert_frame_equal(meta.drop(columns="sirna"), real.reset_index(drop=True))
     assert load_site(out, "U2OS-01", 2, "C03", 1).shape == (6, 32, 32)
     assert json.loads((out / SYNTH_RECORD).read_text())["layout_sha256"]
+
+
+def test_an_image_writer_that_fails_leaves_neither_the_file_nor_its_temporary(tmp_path: Path) -> None:
+    """PNGs and the LoadData TIFFs share one unsynced write-then-rename (:func:`writer.write_image_file`)."""
+    target = tmp_path / "a.tif"
+    target.write_bytes(b"old")
+
+    def half_then_fail(tmp: Path) -> None:
+        tmp.write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        writer.write_image_file(target, half_then_fail)
+    assert target.read_bytes() == b"old"  # the earlier file is left as it was
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif"]
+    writer.write_image_file(target, lambda tmp: tmp.write_bytes(b"new"))
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif"]

@@ -19,13 +19,14 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from phenoprint.atomic import atomic_path, write_json_atomic
+from phenoprint.atomic import atomic_path, write_bytes_atomic, write_json_atomic
 from phenoprint.configs import config_to_json
 from phenoprint.data.plate import PLATE_FORMATS, PLATE_ROWS_384, PlateGeometry, parse_well
 from phenoprint.data.synth.batch import site_conditions
 from phenoprint.data.synth.biology import phenotype
 from phenoprint.data.synth.design import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, stream
 from phenoprint.data.synth.render import CELL_TYPE_MODELS, SiteKey, render_site
+from phenoprint.data.synth.writer import write_image_file
 from phenoprint.errors import LayoutError
 from phenoprint.parallel import run_tasks
 
@@ -145,8 +146,8 @@ def synthesize_loaddata(
     finally:
         bar.close()
     table = pd.DataFrame(rows).sort_values(["Metadata_Plate", "Metadata_Well", "Metadata_Site"], kind="stable")
-    with atomic_path(root / SPEC_NAME) as tmp:
-        Path(tmp).write_text(SPEC_TEXT)
+    os.sync()  # the TIFFs were renamed without an fsync each; make them durable before the CSV declares them
+    write_bytes_atomic(SPEC_TEXT.encode(), root / SPEC_NAME)
     write_json_atomic(config_to_json(config), root / RECORD_NAME)
     with atomic_path(root / CSV_NAME) as tmp:  # last: the folder becomes a data root
         table.to_csv(tmp, index=False)
@@ -238,10 +239,4 @@ def _rxrx1_like_well(well: str, geometry: PlateGeometry) -> str:
 
 
 def _write_tiff(tifffile: Any, array: np.ndarray, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tifffile.imwrite(tmp, array, photometric="minisblack")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_image_file(path, lambda tmp: tifffile.imwrite(tmp, array, photometric="minisblack"))

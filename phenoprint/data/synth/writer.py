@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,14 +219,20 @@ def render_wells(config: SynthConfig, root: Path, wells: list[dict[str, Any]]) -
 
 
 def write_png(plane: np.ndarray, path: Path) -> None:
-    """Write one 8-bit grayscale PNG under a temporary name in its folder, then rename it into place.
+    """Write one 8-bit grayscale PNG through :func:`write_image_file`."""
+    write_image_file(path, lambda tmp: Image.fromarray(plane).save(tmp, format="PNG"))
 
-    No fsync per file (a data root has hundreds of thousands); :func:`synthesize` syncs once before it writes
-    ``synth.json``. A process killed mid-write leaves only a hidden ``.*.tmp`` file, never a partial PNG.
+
+def write_image_file(path: Path, write: Callable[[Path], object]) -> None:
+    """Let ``write`` fill a temporary name in ``path``'s folder, then rename it into place.
+
+    No fsync per file (a data root has hundreds of thousands of images, where :func:`phenoprint.atomic.atomic_path`
+    syncs each); the generators sync once before they write their manifest. A process killed mid-write leaves only a
+    hidden ``.*.tmp`` file, never a partial image.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        Image.fromarray(plane).save(tmp, format="PNG")
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
