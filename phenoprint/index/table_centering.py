@@ -14,6 +14,7 @@ from phenoprint.index.centering import (
     CENTER_METHODS,
     DEFAULT_EPSILON,
     MIN_REFERENCE,
+    POOLED_BASE,
     REFERENCES,
     CenteringStats,
     apply_centering_by,
@@ -133,7 +134,7 @@ def center_table(table: EmbeddingTable, stats: dict[str, CenteringStats], per_pl
 ENSEMBLE = "ensemble"
 #: Centerings that whiten: fitted on all wells (``--center-on all``), they whiten the treatments' own signal away, so
 #: the ensemble leaves them out there.
-WHITENING = frozenset({"tvn", "zca", "zca_cor", "tvn_pooled"})
+WHITENING = frozenset({"tvn", *POOLED_BASE})  # TVN per batch, and every pooled sphering
 #: Separates a view's name from the batch key in an ensemble's statistics (``center_scale/plate::HUVEC-01/3``).
 VIEW_SEP = "::"
 
